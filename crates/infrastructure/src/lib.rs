@@ -1,0 +1,1 @@
+//! Echelon infrastructure: driven adapters for provider HTTP APIs, telemetry and shared state.

@@ -1,0 +1,1 @@
+//! Echelon interfaces: the HTTP gateway, the command line and the composition root.

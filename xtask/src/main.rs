@@ -1,0 +1,5 @@
+//! `cargo xtask`: project automation (checks, benchmarks).
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
