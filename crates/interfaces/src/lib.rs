@@ -1,1 +1,3 @@
 //! Echelon interfaces: the HTTP gateway, the command line and the composition root.
+
+pub mod openai;
