@@ -5,11 +5,20 @@
 //! in from outside through the [`time::Clock`] and [`random::Random`] ports, so every rule is
 //! deterministic under test.
 
+#![warn(missing_docs)]
+
+pub mod breaker;
 pub mod chat;
 pub mod error;
+pub mod events;
+pub mod health;
+pub mod instance;
+pub mod limit;
 pub mod name;
 pub mod ports;
 pub mod random;
+pub mod rotation;
 pub mod secret;
 pub mod spec;
+pub mod stats;
 pub mod time;

@@ -53,6 +53,15 @@ impl Sub<Instant> for Instant {
     }
 }
 
+/// Serialized as seconds since the clock's origin (a float), which is only meaningful next to
+/// other instants of the same clock.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Instant {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.0.as_secs_f64())
+    }
+}
+
 /// The clock port: where the current time comes from.
 pub trait Clock: Send + Sync {
     /// The current instant.
