@@ -1,1 +1,10 @@
 //! Echelon infrastructure: driven adapters for provider HTTP APIs, telemetry and shared state.
+//!
+//! - [`provider`]: the chat backend port over OpenAI-compatible servers, Anthropic, Gemini and the
+//!   in-process mock; start at [`provider::ProviderClient::from_spec`].
+//! - [`http_client`]: the one upstream HTTP client builder (no redirects, no hidden retries).
+//! - [`fake_upstream`]: a fault-injecting OpenAI-compatible server for tests, demos and
+//!   `echelon mock-upstream`.
+
+pub mod http_client;
+pub mod provider;
