@@ -275,7 +275,9 @@ pub fn domain_allowlist(workspace: &Workspace) -> Vec<Violation> {
     };
     let mut violations = Vec::new();
     let mut reported = BTreeSet::new();
-    for (id, chain) in domain_closure(workspace, domain) {
+    // The walk stops at the first crate that breaks the rule, so a denied crate is reported
+    // once, not together with everything it pulls in.
+    for (id, chain) in walk_features(workspace, domain, true) {
         let Some(package) = workspace.package(&id) else {
             continue;
         };
@@ -321,8 +323,19 @@ fn denied_reason(name: &str) -> Option<&'static str> {
 /// and resolves features the way cargo does (`dep:x`, `x/feature`, `x?/feature`, default features),
 /// so that features which other workspace members switch on do not leak into the domain's set.
 pub fn domain_closure(workspace: &Workspace, root: &Package) -> BTreeMap<String, Vec<String>> {
+    walk_features(workspace, root, false)
+}
+
+/// [`domain_closure`], optionally not looking past a crate that is off the allowlist.
+fn walk_features(
+    workspace: &Workspace,
+    root: &Package,
+    stop_at_unlisted: bool,
+) -> BTreeMap<String, Vec<String>> {
     let mut walk = FeatureWalk {
         workspace,
+        root: root.id.clone(),
+        stop_at_unlisted,
         chains: BTreeMap::new(),
         features: BTreeSet::new(),
         enabled: BTreeSet::new(),
@@ -340,6 +353,8 @@ pub fn domain_closure(workspace: &Workspace, root: &Package) -> BTreeMap<String,
 
 struct FeatureWalk<'w> {
     workspace: &'w Workspace,
+    root: String,
+    stop_at_unlisted: bool,
     /// Reached package id -> names on the path from the root.
     chains: BTreeMap<String, Vec<String>>,
     /// Activated (package id, feature).
@@ -350,8 +365,8 @@ struct FeatureWalk<'w> {
     weak: BTreeMap<(String, String), Vec<String>>,
 }
 
-impl FeatureWalk<'_> {
-    fn package(&self, id: &str) -> Option<&Package> {
+impl<'w> FeatureWalk<'w> {
+    fn package(&self, id: &str) -> Option<&'w Package> {
         self.workspace.package(id)
     }
 
@@ -371,13 +386,23 @@ impl FeatureWalk<'_> {
         }
     }
 
+    /// Whether the dependencies of package `id` are followed.
+    fn expands(&self, package: &Package) -> bool {
+        !self.stop_at_unlisted
+            || package.id == self.root
+            || (denied_reason(&package.name).is_none()
+                && DOMAIN_ALLOWLIST
+                    .iter()
+                    .any(|(name, _)| *name == package.name))
+    }
+
     fn enable(&mut self, id: &str, index: usize) {
-        if !self.enabled.insert((id.to_owned(), index)) {
-            return;
-        }
         let Some(package) = self.package(id) else {
             return;
         };
+        if !self.expands(package) || !self.enabled.insert((id.to_owned(), index)) {
+            return;
+        }
         let dep = package.deps[index].clone();
         let Some(target) = dep.resolved.clone() else {
             return;

@@ -363,6 +363,28 @@ fn domain_allowlist_follows_transitive_dependencies() {
 }
 
 #[test]
+fn domain_allowlist_reports_a_denied_crate_without_its_whole_graph() {
+    let mut workspace = clean();
+    workspace.packages.push(package("mio", false, vec![]));
+    member_mut(&mut workspace, "tokio").deps.push(dep("mio"));
+    member_mut(&mut workspace, DOMAIN).deps.push(dep("tokio"));
+    let violations = fired(check(&workspace), &[DOMAIN_ALLOWLIST_RULE]);
+    assert!(violations[0].message.contains("`tokio`"));
+
+    // Reached through an allowed crate as well, `mio` is a violation of its own.
+    member_mut(&mut workspace, "thiserror")
+        .deps
+        .push(dep("mio"));
+    let violations = fired(
+        check(&workspace),
+        &[DOMAIN_ALLOWLIST_RULE, DOMAIN_ALLOWLIST_RULE],
+    );
+    assert!(violations.iter().any(|v| v.message.contains(
+        "`mio`, which is not on the allowlist (via echelon-domain -> thiserror -> mio)"
+    )));
+}
+
+#[test]
 fn domain_allowlist_catches_a_crate_that_is_not_listed() {
     let mut workspace = clean();
     workspace.packages.push(package("rand", false, vec![]));
