@@ -270,7 +270,6 @@ impl InstanceState {
         self.counters.snapshot()
     }
 
-    #[allow(dead_code, reason = "used by the routing table")]
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
     }
@@ -536,7 +535,6 @@ impl InstanceState {
     }
 
     /// Revives a dead key (on reload).
-    #[allow(dead_code, reason = "used by the routing table")]
     pub(crate) fn revive_key(&self) {
         self.key_dead.store(false, Ordering::Release);
     }

@@ -50,6 +50,14 @@ macro_rules! name_type {
             }
         }
 
+        // Hash, Eq and Ord derive from the inner `str`, so maps keyed by names can be looked up
+        // by `&str`.
+        impl core::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl From<&str> for $name {
             fn from(name: &str) -> Self {
                 Self::new(name)

@@ -215,25 +215,36 @@ impl Rotation {
     }
 
     /// Earliest deadline first: each member's next deadline advances by `VIRTUAL / weight` per
-    /// turn. A skipped member's turn is spent too, so it neither bursts when it comes back nor
-    /// changes the interleaving of the others.
+    /// turn. A skipped member is set aside for this pick and re-enters one stride after the
+    /// winner's deadline, as if it had just been served: it earns no credit while unavailable,
+    /// so it neither bursts when it comes back nor changes the interleaving of the others.
     fn earliest_deadline(
         &self,
         n: usize,
         eligible: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
-        // A panic inside `eligible` leaves the heap a valid heap (one entry may be missing until
+        // A panic inside `eligible` leaves the heap a valid heap (set-aside entries are lost until
         // the rotation is rebuilt), so a poisoned lock is still usable.
         let mut heap = self.edf.lock().unwrap_or_else(PoisonError::into_inner);
-        for _ in 0..heap.len() {
-            let Reverse((deadline, member)) = heap.pop()?;
+        let mut skipped: Vec<(u128, u32)> = Vec::new();
+        let mut winner = None;
+        while let Some(Reverse((deadline, member))) = heap.pop() {
             let i = member as usize;
-            heap.push(Reverse((deadline + self.strides[i], member)));
             if i < n && eligible(i) {
-                return Some(i);
+                heap.push(Reverse((deadline + self.strides[i], member)));
+                winner = Some((i, deadline));
+                break;
             }
+            skipped.push((deadline, member));
         }
-        None
+        for (deadline, member) in skipped {
+            let next = match winner {
+                Some((_, now)) => now + self.strides[member as usize],
+                None => deadline,
+            };
+            heap.push(Reverse((next, member)));
+        }
+        winner.map(|(i, _)| i)
     }
 
     /// A random member, in proportion to weight when `weighted`; `other` is excluded.

@@ -1,0 +1,6 @@
+//! Integration tests of echelon-domain: routing tables, attempt plans and their invariants.
+
+mod plan;
+mod properties;
+mod routing;
+mod support;

@@ -1,0 +1,290 @@
+//! Builders for hand-made topologies and a driver that runs a plan against scripted outcomes.
+
+use core::time::Duration;
+use std::sync::Arc;
+
+use echelon_domain::chat::Usage;
+use echelon_domain::error::{ErrorClass, UpstreamError};
+use echelon_domain::events::MemorySink;
+use echelon_domain::name::{EchelonName, GroupName, InstanceId, ModelRef, PoolName};
+use echelon_domain::plan::{Attempt, Outcome, Plan, RequestFacts, Step, Verdict};
+use echelon_domain::random::SplitMix64;
+use echelon_domain::routing::{Route, RoutingTable, TableOptions};
+use echelon_domain::secret::Secret;
+use echelon_domain::spec::{
+    BreakerPolicy, Cost, EchelonSpec, EchelonTarget, FallbackStrategy, GroupFallback, GroupRef,
+    HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
+    PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
+    RotationStrategy, TaskGroupSpec, Topology,
+};
+use echelon_domain::time::{Clock, Instant, ManualClock};
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A topology under construction.
+#[derive(Default)]
+pub struct Builder {
+    pub topology: Topology,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A provider with `keys` keys.
+    pub fn provider(mut self, name: &str, keys: usize) -> Self {
+        self.topology.providers.insert(
+            name.into(),
+            ProviderSpec {
+                name: name.into(),
+                kind: ProviderKind::Mock,
+                base_url: format!("http://127.0.0.1/{name}"),
+                api_keys: (0..keys)
+                    .map(|i| Secret::new(format!("sk-{name}-{i}")))
+                    .collect(),
+                headers: Vec::new(),
+                connect_timeout: secs(1),
+                request_timeout: secs(30),
+                mock: None,
+            },
+        );
+        self
+    }
+
+    /// A model `provider/model` with a context window and limits.
+    pub fn model(mut self, model: &str, context_window: Option<u32>, limits: Limits) -> Self {
+        let r = ModelRef::parse(model).unwrap();
+        self.topology.models.insert(
+            r.clone(),
+            ModelSpec {
+                upstream_name: format!("{}-upstream", r.model),
+                model: r,
+                context_window,
+                limits,
+                cost: Cost::default(),
+            },
+        );
+        self
+    }
+
+    /// A pool of `(model, key, weight)` members.
+    pub fn pool(
+        mut self,
+        name: &str,
+        rotation: RotationStrategy,
+        members: &[(&str, u16, u32)],
+    ) -> Self {
+        let instances = members
+            .iter()
+            .map(|(model, key, weight)| {
+                let r = ModelRef::parse(model).unwrap();
+                let spec = self.topology.models.get(&r).cloned();
+                InstanceSpec {
+                    id: InstanceId::new(r, *key),
+                    upstream_name: spec
+                        .as_ref()
+                        .map_or_else(|| "x".into(), |s| s.upstream_name.clone()),
+                    weight: *weight,
+                    limits: spec.as_ref().map(|s| s.limits).unwrap_or_default(),
+                    context_window: spec.and_then(|s| s.context_window),
+                }
+            })
+            .collect();
+        self.topology.pools.insert(
+            name.into(),
+            PoolSpec {
+                name: name.into(),
+                rotation,
+                instances,
+                health: HealthPolicy::default(),
+                health_check: HealthCheckSpec::default(),
+                breaker: BreakerPolicy::default(),
+                fallback: PoolFallback {
+                    strategy: PoolFallbackStrategy::InstanceRotation,
+                    max_instance_attempts: 3,
+                    fallback_pools: Vec::new(),
+                },
+                limits: Limits::default(),
+                rate_algorithm: RateAlgorithm::TokenBucket,
+            },
+        );
+        self
+    }
+
+    pub fn pool_mut(&mut self, name: &str) -> &mut PoolSpec {
+        self.topology.pools.get_mut(name).unwrap()
+    }
+
+    /// A task group whose echelons list targets (`provider/model` or `pool:NAME`), by priority.
+    pub fn group(mut self, name: &str, strategy: FallbackStrategy, echelons: &[&[&str]]) -> Self {
+        let echelons = echelons
+            .iter()
+            .enumerate()
+            .map(|(i, targets)| echelon(&format!("echelon{}", i + 1), i as u32 + 1, targets))
+            .collect();
+        self.topology.task_groups.insert(
+            name.into(),
+            TaskGroupSpec {
+                name: name.into(),
+                fallback_strategy: strategy,
+                breaker: BreakerPolicy::default(),
+                fallback: GroupFallback {
+                    fallback_groups: Vec::new(),
+                    max_attempts: 10,
+                    retry_delay: Duration::from_millis(100),
+                    deadline: secs(60),
+                },
+                echelons,
+            },
+        );
+        self
+    }
+
+    pub fn group_mut(&mut self, name: &str) -> &mut TaskGroupSpec {
+        self.topology.task_groups.get_mut(name).unwrap()
+    }
+
+    pub fn fallback_to(mut self, group: &str, refs: &[&str]) -> Self {
+        self.group_mut(group).fallback.fallback_groups = refs
+            .iter()
+            .map(|r| match r.split_once('.') {
+                Some((g, e)) => GroupRef {
+                    group: GroupName::new(g),
+                    echelon: Some(EchelonName::new(e)),
+                },
+                None => GroupRef {
+                    group: GroupName::new(*r),
+                    echelon: None,
+                },
+            })
+            .collect();
+        self
+    }
+
+    pub fn build(self) -> World {
+        World::new(self.topology)
+    }
+}
+
+pub fn echelon(name: &str, priority: u32, targets: &[&str]) -> EchelonSpec {
+    EchelonSpec {
+        name: name.into(),
+        priority,
+        targets: targets
+            .iter()
+            .map(|t| match t.strip_prefix("pool:") {
+                Some(p) => EchelonTarget::Pool(PoolName::new(p)),
+                None => EchelonTarget::Model(ModelRef::parse(t).unwrap()),
+            })
+            .collect(),
+        concurrency_limit: None,
+        rpm_limit: None,
+        timeout: secs(30),
+        first_token_timeout: secs(10),
+        idle_timeout: secs(10),
+        max_retries: 0,
+        retry_after_max_wait: secs(5),
+        defaults: RequestDefaults::default(),
+    }
+}
+
+/// A routing table with its clock, generator and event log.
+pub struct World {
+    pub table: RoutingTable,
+    pub clock: ManualClock,
+    pub rng: SplitMix64,
+    pub sink: Arc<MemorySink>,
+}
+
+impl World {
+    pub fn new(topology: Topology) -> Self {
+        let sink = Arc::new(MemorySink::new());
+        let options = TableOptions {
+            sink: sink.clone(),
+            ..TableOptions::default()
+        };
+        let clock = ManualClock::new();
+        clock.advance(secs(1_000));
+        let table = RoutingTable::build(Arc::new(topology), None, options, clock.now());
+        Self {
+            table,
+            clock,
+            rng: SplitMix64::new(42),
+            sink,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn route(&self, name: &str) -> Route {
+        self.table.resolve(name).unwrap()
+    }
+
+    pub fn plan(&self, name: &str) -> Plan {
+        self.table.plan(
+            &self.route(name),
+            RequestFacts {
+                estimated_tokens: 10,
+                now: self.now(),
+                deadline: None,
+            },
+        )
+    }
+
+    /// Runs a plan to its end; `outcome` answers each attempt. Waits advance the clock.
+    pub fn run(&self, plan: &mut Plan, mut outcome: impl FnMut(&Attempt) -> Outcome) -> Verdict {
+        for _ in 0..1_000 {
+            match plan.next(self.now(), &self.rng) {
+                Step::Attempt(a) => {
+                    let o = outcome(&a);
+                    self.clock.advance(Duration::from_millis(10));
+                    plan.record(a, o, self.now(), &self.rng);
+                }
+                Step::Wait { until, .. } => self.clock.set(until),
+                Step::Done(v) => return v,
+            }
+        }
+        panic!("plan did not end");
+    }
+
+    /// Runs a request on `name` to its end and returns the verdict and attempt labels.
+    pub fn request(
+        &self,
+        name: &str,
+        outcome: impl FnMut(&Attempt) -> Outcome,
+    ) -> (Verdict, Vec<String>) {
+        let mut plan = self.plan(name);
+        let v = self.run(&mut plan, outcome);
+        (v, plan.attempts().iter().map(|a| a.label.clone()).collect())
+    }
+}
+
+pub fn ok() -> Outcome {
+    Outcome::Success {
+        latency: Duration::from_millis(10),
+        ttft: None,
+        usage: Some(Usage {
+            input_tokens: 5,
+            output_tokens: 5,
+        }),
+    }
+}
+
+pub fn fail(class: ErrorClass) -> Outcome {
+    Outcome::Failure {
+        error: UpstreamError::new(class, "scripted"),
+        latency: Duration::from_millis(10),
+    }
+}
+
+pub fn fail_with(error: UpstreamError) -> Outcome {
+    Outcome::Failure {
+        error,
+        latency: Duration::from_millis(10),
+    }
+}
