@@ -6,5 +6,6 @@
 //! - [`fake_upstream`]: a fault-injecting OpenAI-compatible server for tests, demos and
 //!   `echelon mock-upstream`.
 
+pub mod fake_upstream;
 pub mod http_client;
 pub mod provider;

@@ -92,8 +92,9 @@ struct ErrorDetail {
     kind: Option<String>,
     #[serde(default)]
     code: Option<Code>,
+    /// Gemini's canonical status name; some servers put the HTTP status number here instead.
     #[serde(default)]
-    status: Option<String>,
+    status: Option<Code>,
     #[serde(default)]
     details: Vec<GoogleDetail>,
 }
@@ -170,7 +171,13 @@ impl ProviderError {
                 );
                 out.codes
                     .extend(detail.code.as_ref().and_then(Code::text).map(str::to_owned));
-                out.codes.extend(detail.status);
+                out.codes.extend(
+                    detail
+                        .status
+                        .as_ref()
+                        .and_then(Code::text)
+                        .map(str::to_owned),
+                );
                 out.codes.extend(detail.kind);
                 out.message = detail.message;
                 out.retry_delay = detail
@@ -220,10 +227,12 @@ pub(crate) fn status_error(
 ) -> UpstreamError {
     let parsed = ProviderError::parse(body);
     let (code_class, code) = parsed.decisive_code();
+    let status_class = class_for_status(status);
     let class = match code_class {
-        // A status that says "auth" or "rate limited" is never overridden into a softer class.
-        Some(c) if !matches!(class_for_status(status), ErrorClass::Auth) => c,
-        _ => class_for_status(status),
+        // Generic codes (`server_error`, `api_error`, `INTERNAL`) say less than the status: a 504
+        // with `server_error` is still a timeout. An auth status is never softened by a code.
+        Some(c) if c != ErrorClass::Server && status_class != ErrorClass::Auth => c,
+        _ => status_class,
     };
     let message = parsed.message.as_deref().map_or_else(
         || {

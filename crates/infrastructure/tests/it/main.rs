@@ -1,0 +1,8 @@
+//! Integration tests of echelon-infrastructure: adapters over real sockets on 127.0.0.1.
+
+mod mock;
+mod openai_faults;
+mod retry_hints;
+mod secrets;
+mod support;
+mod translation;
