@@ -746,3 +746,55 @@ impl EventDecoder for StreamDecoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_paths() {
+        assert_eq!(
+            path("gemini-2.5-flash", false).as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:generateContent")
+        );
+        assert_eq!(
+            path("models/gemini-2.5-flash", true).as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+        );
+        assert_eq!(
+            path("tunedModels/my-model", false).as_deref(),
+            Some("/v1beta/tunedModels/my-model:generateContent")
+        );
+        for bad in ["", "a?key=x", "../x", "/abs", "a b", "a#b", "a%2f"] {
+            assert_eq!(path(bad, false), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn finish_reasons() {
+        assert_eq!(finish(Some("STOP"), false), Some(FinishReason::Stop));
+        assert_eq!(finish(Some("STOP"), true), Some(FinishReason::ToolCalls));
+        assert_eq!(
+            finish(Some("MAX_TOKENS"), false),
+            Some(FinishReason::Length)
+        );
+        assert_eq!(
+            finish(Some("SAFETY"), false),
+            Some(FinishReason::ContentFilter)
+        );
+        assert_eq!(
+            finish(Some("MALFORMED_FUNCTION_CALL"), false),
+            Some(FinishReason::Other("MALFORMED_FUNCTION_CALL".into()))
+        );
+        assert_eq!(finish(None, true), None);
+    }
+
+    #[test]
+    fn tool_result_without_a_call_is_refused() {
+        let mut tool = Message::text(Role::Tool, "42");
+        tool.tool_call_id = Some("nowhere".into());
+        let request = ChatRequest::new(vec![Message::text(Role::User, "q"), tool]);
+        let e = request_body(&request).unwrap_err();
+        assert_eq!(e.class, ErrorClass::InvalidRequest);
+    }
+}

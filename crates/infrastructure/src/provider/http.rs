@@ -476,3 +476,104 @@ async fn read_limited(
     }
     Ok(Bytes::from(buffer))
 }
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use echelon_domain::name::ProviderName;
+
+    use super::*;
+
+    fn spec(kind: ProviderKind, base_url: &str) -> ProviderSpec {
+        ProviderSpec {
+            name: ProviderName::new("p"),
+            kind,
+            base_url: base_url.to_owned(),
+            api_keys: vec![Secret::new("sk-test-0123456789")],
+            headers: vec![("x-extra".into(), Secret::new("v"))],
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            mock: None,
+        }
+    }
+
+    #[test]
+    fn base_keeps_the_query_on_every_path_and_logs_none() {
+        let base =
+            Base::parse("https://r.openai.azure.com/openai/deployments/d/?api-version=2024-10-21")
+                .unwrap();
+        let url = base.join("/chat/completions").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            redact_url(&url),
+            "https://r.openai.azure.com/openai/deployments/d/chat/completions"
+        );
+        let with_query = Base::parse("http://127.0.0.1:8080?k=v").unwrap();
+        assert_eq!(
+            with_query.join("/x?alt=sse").unwrap().as_str(),
+            "http://127.0.0.1:8080/x?alt=sse&k=v"
+        );
+        assert!(Base::parse("ftp://example.com").is_none());
+        assert!(Base::parse("not a url").is_none());
+    }
+
+    #[test]
+    fn credential_header_per_kind() {
+        let header = |kind, base: &str| {
+            let backend = HttpBackend::from_spec(&spec(kind, base)).unwrap();
+            let (name, value) = backend.auth[0].clone();
+            assert!(value.is_sensitive());
+            (name.as_str().to_owned(), value.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            header(ProviderKind::Openai, "https://api.openai.com/v1"),
+            ("authorization".into(), "Bearer sk-test-0123456789".into())
+        );
+        assert_eq!(
+            header(ProviderKind::Openai, "https://r.openai.azure.com/openai/v1"),
+            ("api-key".into(), "sk-test-0123456789".into())
+        );
+        assert_eq!(
+            header(ProviderKind::Anthropic, "https://api.anthropic.com"),
+            ("x-api-key".into(), "sk-test-0123456789".into())
+        );
+        assert_eq!(
+            header(
+                ProviderKind::Gemini,
+                "https://generativelanguage.googleapis.com"
+            ),
+            ("x-goog-api-key".into(), "sk-test-0123456789".into())
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_refused_without_showing_values() {
+        let mut bad = spec(ProviderKind::Openai, "https://api.openai.com/v1");
+        bad.api_keys = vec![Secret::new("sk-bad\nkey")];
+        let e = HttpBackend::from_spec(&bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "provider `p`: api key #0 contains characters not allowed in a header"
+        );
+        let e = HttpBackend::from_spec(&spec(ProviderKind::Openai, "nope")).unwrap_err();
+        assert!(matches!(e, ProviderBuildError::BaseUrl { .. }));
+        let backend =
+            HttpBackend::from_spec(&spec(ProviderKind::Openai, "https://a.example/v1")).unwrap();
+        assert!(!format!("{backend:?}").contains("sk-test"));
+    }
+
+    #[test]
+    fn missing_key_index_is_an_auth_failure() {
+        let backend =
+            HttpBackend::from_spec(&spec(ProviderKind::Openai, "https://a.example/v1")).unwrap();
+        let Protocol::OpenAi { chat, .. } = &backend.protocol else {
+            unreachable!("an openai spec builds the openai protocol")
+        };
+        let e = backend.request(reqwest::Method::POST, chat, 3).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Auth);
+    }
+}
