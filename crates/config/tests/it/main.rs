@@ -1,0 +1,7 @@
+//! Integration tests of echelon-config: the shipped trees, error report snapshots, loading
+//! behaviour, the watcher and a fuzz-style property test.
+
+mod support;
+
+mod shipped;
+mod snapshots;
