@@ -559,6 +559,11 @@ mod tests {
             e.to_string(),
             "provider `p`: api key #0 contains characters not allowed in a header"
         );
+        assert_eq!(e.provider().as_str(), "p");
+        assert_eq!(
+            e.reason(),
+            "api key #0 contains characters not allowed in a header"
+        );
         let e = HttpBackend::from_spec(&spec(ProviderKind::Openai, "nope")).unwrap_err();
         assert!(matches!(e, ProviderBuildError::BaseUrl { .. }));
         let backend =

@@ -73,6 +73,26 @@ pub enum ProviderBuildError {
     },
 }
 
+impl ProviderBuildError {
+    /// The provider at fault.
+    pub fn provider(&self) -> &ProviderName {
+        match self {
+            Self::BaseUrl { provider }
+            | Self::Header { provider, .. }
+            | Self::Key { provider, .. }
+            | Self::Client { provider, .. } => provider,
+        }
+    }
+
+    /// What went wrong, without the provider's name, for callers that print it themselves.
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        let prefix = format!("provider `{}`: ", self.provider());
+        full.strip_prefix(&prefix)
+            .map_or_else(|| full.clone(), str::to_owned)
+    }
+}
+
 /// A chat backend for one configured provider, of any kind.
 ///
 /// Cheap to share behind an `Arc`; it holds one pooled HTTP client (or the mock's state).
