@@ -44,7 +44,7 @@ pub use gateway::{
 };
 pub use registry::{REGISTRY_VERSION, RegistrySettings, ValidationMode};
 pub use render::render_resolved;
-pub use watch::{WatchError, WatchHandle, watch};
+pub use watch::{Reload, WatchError, WatchHandle, watch};
 
 use crate::de::from_node;
 use crate::diagnostic::sort_and_dedup;

@@ -3,5 +3,8 @@
 
 mod support;
 
+mod behaviour;
+mod fuzz;
 mod shipped;
 mod snapshots;
+mod watch;
