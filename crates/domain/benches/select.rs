@@ -1,0 +1,193 @@
+//! Cost of one selection per rotation strategy for 3, 100 and 10,000 instances, and of one full
+//! attempt plan through a three-echelon task group.
+
+use core::hint::black_box;
+use core::time::Duration;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+use echelon_domain::instance::{InstancePolicy, InstanceState, SharedInstance};
+use echelon_domain::name::{InstanceId, ModelRef};
+use echelon_domain::plan::{Outcome, RequestFacts, Step};
+use echelon_domain::random::SplitMix64;
+use echelon_domain::rotation::Rotation;
+use echelon_domain::routing::{RoutingTable, TableOptions};
+use echelon_domain::secret::Secret;
+use echelon_domain::spec::{
+    BreakerPolicy, Cost, EchelonSpec, EchelonTarget, FallbackStrategy, GroupFallback,
+    HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
+    PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
+    RotationStrategy, TaskGroupSpec, Topology,
+};
+use echelon_domain::time::Instant;
+
+fn members(n: usize) -> Vec<SharedInstance> {
+    (0..n)
+        .map(|i| {
+            Arc::new(InstanceState::new(
+                InstanceSpec {
+                    id: InstanceId::new(ModelRef::new("p", "m"), i as u16),
+                    upstream_name: "m".into(),
+                    weight: 1,
+                    limits: Limits::default(),
+                    context_window: None,
+                },
+                InstancePolicy::default(),
+                Instant::ZERO,
+            ))
+        })
+        .collect()
+}
+
+fn selection(c: &mut Criterion) {
+    let now = Instant::from_elapsed(Duration::from_secs(1));
+    for (strategy, name) in RotationStrategy::ALL {
+        let mut group = c.benchmark_group(format!("select/{name}"));
+        for n in [3usize, 100, 10_000] {
+            let m = members(n);
+            let weights: Vec<u32> = (0..n).map(|i| (i % 7 + 1) as u32).collect();
+            let rotation = Rotation::new(strategy, &weights);
+            let rng = SplitMix64::new(1);
+            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter(|| {
+                    rotation.pick(&m, now, &rng, &mut |i| {
+                        m[i].availability(now, 1, false).is_ok()
+                    })
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+fn topology() -> Topology {
+    let mut t = Topology::default();
+    for tier in 1..=3 {
+        let provider = format!("p{tier}");
+        t.providers.insert(
+            provider.as_str().into(),
+            ProviderSpec {
+                name: provider.as_str().into(),
+                kind: ProviderKind::Mock,
+                base_url: "http://127.0.0.1".into(),
+                api_keys: (0..3).map(|k| Secret::new(format!("k{k}"))).collect(),
+                headers: Vec::new(),
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(30),
+                mock: None,
+            },
+        );
+        let model = ModelRef::new(provider.as_str(), "m");
+        t.models.insert(
+            model.clone(),
+            ModelSpec {
+                model: model.clone(),
+                upstream_name: "m".into(),
+                context_window: Some(32_000),
+                limits: Limits {
+                    rpm: Some(1_000_000),
+                    tpm: None,
+                    max_concurrency: Some(64),
+                },
+                cost: Cost::default(),
+            },
+        );
+        let pool = format!("pool{tier}");
+        t.pools.insert(
+            pool.as_str().into(),
+            PoolSpec {
+                name: pool.as_str().into(),
+                rotation: RotationStrategy::WeightedRoundRobin,
+                instances: t.instances_of_model(&model),
+                health: HealthPolicy::default(),
+                health_check: HealthCheckSpec::default(),
+                breaker: BreakerPolicy::default(),
+                fallback: PoolFallback {
+                    strategy: PoolFallbackStrategy::InstanceRotation,
+                    max_instance_attempts: 3,
+                    fallback_pools: Vec::new(),
+                },
+                limits: Limits::default(),
+                rate_algorithm: RateAlgorithm::TokenBucket,
+            },
+        );
+    }
+    let echelons = (1..=3)
+        .map(|tier| EchelonSpec {
+            name: format!("echelon{tier}").as_str().into(),
+            priority: tier,
+            targets: vec![EchelonTarget::Pool(format!("pool{tier}").as_str().into())],
+            concurrency_limit: Some(1_000),
+            rpm_limit: Some(1_000_000),
+            timeout: Duration::from_secs(30),
+            first_token_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_retries: 1,
+            retry_after_max_wait: Duration::from_secs(5),
+            defaults: RequestDefaults::default(),
+        })
+        .collect();
+    t.task_groups.insert(
+        "g".into(),
+        TaskGroupSpec {
+            name: "g".into(),
+            fallback_strategy: FallbackStrategy::EchelonDown,
+            breaker: BreakerPolicy::default(),
+            fallback: GroupFallback {
+                fallback_groups: Vec::new(),
+                max_attempts: 6,
+                retry_delay: Duration::from_millis(100),
+                deadline: Duration::from_secs(60),
+            },
+            echelons,
+        },
+    );
+    t
+}
+
+fn planning(c: &mut Criterion) {
+    let now = Instant::from_elapsed(Duration::from_secs(1));
+    let table = RoutingTable::build(Arc::new(topology()), None, TableOptions::default(), now);
+    let rng = SplitMix64::new(2);
+    let success = Outcome::Success {
+        latency: Duration::from_millis(80),
+        ttft: None,
+        usage: None,
+    };
+    let serve = |table: &RoutingTable| {
+        let route = table.resolve("group:g").unwrap();
+        let mut plan = table.plan(
+            &route,
+            RequestFacts {
+                estimated_tokens: 200,
+                now,
+                deadline: None,
+            },
+        );
+        loop {
+            match plan.next(now, &rng) {
+                Step::Attempt(a) => plan.record(a, success.clone(), now, &rng),
+                Step::Done(v) => break v,
+                Step::Wait { .. } => unreachable!("nothing waits in this setup"),
+            }
+        }
+    };
+    let mut group = c.benchmark_group("plan/three_echelons");
+    group.bench_function("served_by_first", |b| b.iter(|| black_box(serve(&table))));
+    // Every key of the first two echelons is dead: the plan skips six instances and two
+    // echelons before it reaches the third.
+    let fallback = RoutingTable::build(Arc::new(topology()), None, TableOptions::default(), now);
+    for i in fallback.instances() {
+        if i.id().model.provider.as_str() != "p3" {
+            i.mark_key_dead(fallback.sink());
+        }
+    }
+    group.bench_function("served_by_third", |b| {
+        b.iter(|| black_box(serve(&fallback)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, selection, planning);
+criterion_main!(benches);
