@@ -21,6 +21,7 @@ usage: cargo xtask <command>
 commands:
   check           format, clippy, architecture rules, tests and examples; stops at the first failure
   rules           only the architecture rules (the third step of `check`)
+  examples        build and run every example target of the workspace (the end of `check`)
   bench [ARGS..]  cargo bench --workspace, ARGS passed through (e.g. `-- --quick`)
   domain-deps     list what echelon-domain builds on, to maintain the allowlist in xtask/src/rules.rs
   help            this text";
@@ -44,6 +45,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("check") => check(&root),
         Some("rules") => architecture_rules(&root),
+        Some("examples") => examples(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("domain-deps") => domain_deps(&root),
         Some("help" | "-h" | "--help") => {
