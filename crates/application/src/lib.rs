@@ -8,3 +8,5 @@
 
 pub mod backends;
 pub mod clock;
+pub mod gateway;
+pub mod stream;

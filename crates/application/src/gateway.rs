@@ -1,0 +1,497 @@
+//! The gateway use case: serve a chat request under a client-facing name by driving the domain's
+//! attempt planner against provider backends.
+//!
+//! Each request loads the live generation (routing table + backends) once, so a reload never
+//! changes the ground under a request in flight. The planner decides every step; this module only
+//! executes it: it calls the backend within the attempt's timeouts, sleeps for backoff and
+//! Retry-After waits on tokio's clock, and records every outcome back into the plan. Dropping the
+//! request future (the caller went away) drops the attempt in flight, which cancels the upstream
+//! call and releases every permit.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use echelon_domain::chat::{ChatRequest, ChatResponse};
+use echelon_domain::error::{ErrorClass, UpstreamError};
+use echelon_domain::plan::{
+    Attempt, AttemptRecord, Explanation, Outcome, Plan, RequestFacts, Step, Verdict,
+};
+use echelon_domain::ports::DynChatBackend;
+use echelon_domain::random::Random;
+use echelon_domain::routing::{ResolveError, Route, RoutingTable, TableOptions, TableSnapshot};
+use echelon_domain::spec::Topology;
+use echelon_domain::time::Clock;
+use tracing::Instrument;
+
+use crate::backends::{BackendError, BackendFactory, Backends};
+use crate::clock::TokioClock;
+use crate::stream::{FirstContent, ResponseStream, StreamSettle};
+
+/// One configuration generation: the routing table and the backends built for it.
+#[derive(Debug)]
+pub struct Generation {
+    /// Increases by one with every successful reload; the first generation is 1.
+    pub number: u64,
+    /// The live routing table.
+    pub table: Arc<RoutingTable>,
+    /// The provider backends.
+    pub backends: Backends,
+}
+
+/// Settings of the request engine that do not come from the routing configuration.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Options the routing table is built with (route defaults, default cooldown, event sink).
+    pub table: TableOptions,
+    /// Upper bound on any one request, on top of the route's own deadline.
+    pub request_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            table: TableOptions::default(),
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A request served: the value and how it was served.
+#[derive(Debug)]
+pub struct Served<T> {
+    /// The answer.
+    pub value: T,
+    /// `wrapper › group › echelon › instance` of the attempt that answered.
+    pub route: String,
+    /// The model that actually answered, as the upstream named it.
+    pub model: Arc<str>,
+    /// Every attempt made, in order.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// A request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The name is not a wrapper, group, pool or model.
+    #[error(transparent)]
+    UnknownModel(#[from] ResolveError),
+    /// The planner's verdict, with the attempts made.
+    #[error("request failed: {}", .0.verdict.as_str())]
+    Failed(Box<FailedRequest>),
+}
+
+/// The details of a failed request.
+#[derive(Debug)]
+pub struct FailedRequest {
+    /// How it ended (never [`Verdict::Served`]).
+    pub verdict: Verdict,
+    /// The route's label (`wrapper › group:NAME`).
+    pub route: String,
+    /// Every attempt made, in order.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// The gateway: routes and executes chat requests; swaps configuration atomically.
+pub struct Gateway {
+    live: ArcSwap<Generation>,
+    factory: Arc<dyn BackendFactory>,
+    clock: TokioClock,
+    rng: Arc<dyn Random>,
+    options: EngineOptions,
+    reloads: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("generation", &self.live.load().number)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the first generation from a validated topology.
+    ///
+    /// # Errors
+    /// When a provider's backend cannot be built.
+    pub fn new(
+        topology: Topology,
+        factory: Arc<dyn BackendFactory>,
+        rng: Arc<dyn Random>,
+        options: EngineOptions,
+    ) -> Result<Self, BackendError> {
+        let clock = TokioClock::new();
+        let topology = Arc::new(topology);
+        let backends = Backends::build(&topology, factory.as_ref(), None)?;
+        let table = RoutingTable::build(topology, None, options.table.clone(), clock.now());
+        Ok(Self {
+            live: ArcSwap::from_pointee(Generation {
+                number: 1,
+                table: Arc::new(table),
+                backends,
+            }),
+            factory,
+            clock,
+            rng,
+            options,
+            reloads: AtomicU64::new(0),
+        })
+    }
+
+    /// Swaps in a new validated topology. Live state (health, breakers, limiters, latency,
+    /// statistics) carries over for instances and echelons that did not change; backends carry
+    /// over for providers that did not change. Requests in flight finish on the old generation.
+    ///
+    /// # Errors
+    /// When a backend cannot be built; the old generation keeps serving.
+    pub fn reload(&self, topology: Topology) -> Result<u64, BackendError> {
+        let old = self.live.load_full();
+        let topology = Arc::new(topology);
+        let backends = Backends::build(&topology, self.factory.as_ref(), Some(&old.backends))?;
+        let table = RoutingTable::build(
+            topology,
+            Some(&old.table),
+            self.options.table.clone(),
+            self.clock.now(),
+        );
+        let number = old.number + 1;
+        self.live.store(Arc::new(Generation {
+            number,
+            table: Arc::new(table),
+            backends,
+        }));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(number)
+    }
+
+    /// The live generation.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.live.load_full()
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &TokioClock {
+        &self.clock
+    }
+
+    /// Every name a client may send as `model`.
+    pub fn model_names(&self) -> Vec<String> {
+        self.live.load().table.names()
+    }
+
+    /// A dry run: the attempt plan for `model` now and why each candidate is in or out.
+    ///
+    /// # Errors
+    /// When the name does not resolve.
+    pub fn explain(&self, model: &str) -> Result<Explanation, ResolveError> {
+        let live = self.live.load();
+        let route = live.table.resolve(model)?;
+        Ok(live.table.explain(&route, self.clock.now()))
+    }
+
+    /// The live state of every instance, pool and group.
+    pub fn snapshot(&self) -> TableSnapshot {
+        self.live.load().table.snapshot(self.clock.now())
+    }
+
+    /// Serves a non-streaming request.
+    ///
+    /// # Errors
+    /// [`ServeError::UnknownModel`] when `model` does not resolve; [`ServeError::Failed`] with the
+    /// planner's verdict and the attempt log otherwise.
+    pub async fn complete(
+        &self,
+        model: &str,
+        request: ChatRequest,
+    ) -> Result<Served<ChatResponse>, ServeError> {
+        let live = self.live.load_full();
+        let route = live.table.resolve(model)?;
+        let span = request_span(&route, false);
+        let mut plan = self.plan(&live.table, &route, &request);
+        async {
+            loop {
+                match plan.next(self.clock.now(), self.rng.as_ref()) {
+                    Step::Attempt(attempt) => {
+                        let Some(backend) = backend_for(&live, &attempt) else {
+                            self.record_missing_backend(&mut plan, attempt);
+                            continue;
+                        };
+                        let label = attempt.label.clone();
+                        let outcome = self
+                            .run_complete(backend.as_ref(), &attempt, &request, &plan)
+                            .await;
+                        match outcome {
+                            Ok(response) => {
+                                let latency = self.clock.now() - attempt.started;
+                                let usage = response.usage;
+                                plan.record(
+                                    attempt,
+                                    Outcome::Success {
+                                        latency,
+                                        ttft: None,
+                                        usage,
+                                    },
+                                    self.clock.now(),
+                                    self.rng.as_ref(),
+                                );
+                                return Ok(Served {
+                                    model: Arc::clone(&response.model),
+                                    value: response,
+                                    route: served_label(&route, &label),
+                                    attempts: plan.attempts().to_vec(),
+                                });
+                            }
+                            Err(outcome) => {
+                                plan.record(attempt, outcome, self.clock.now(), self.rng.as_ref());
+                            }
+                        }
+                    }
+                    Step::Wait { until, reason, .. } => {
+                        tracing::debug!(?reason, "waiting before the next attempt");
+                        tokio::time::sleep_until(self.clock.to_tokio(until)).await;
+                    }
+                    Step::Done(verdict) => return Err(failed(&route, &plan, verdict)),
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Serves a streaming request. Failover happens until the first content chunk arrives; the
+    /// returned stream then carries the rest, ending with an explicit failure event if the
+    /// upstream errs, is cut or stalls.
+    ///
+    /// # Errors
+    /// As for [`Gateway::complete`], for failures before the first content chunk.
+    pub async fn stream(
+        &self,
+        model: &str,
+        request: ChatRequest,
+    ) -> Result<Served<ResponseStream>, ServeError> {
+        let live = self.live.load_full();
+        let route = live.table.resolve(model)?;
+        let span = request_span(&route, true);
+        let mut plan = self.plan(&live.table, &route, &request);
+        let request = Arc::new(request);
+        async {
+            loop {
+                match plan.next(self.clock.now(), self.rng.as_ref()) {
+                    Step::Attempt(attempt) => {
+                        let Some(backend) = backend_for(&live, &attempt).cloned() else {
+                            self.record_missing_backend(&mut plan, attempt);
+                            continue;
+                        };
+                        let request = with_defaults(&request, &attempt);
+                        match crate::stream::first_content(
+                            backend.as_ref(),
+                            &attempt,
+                            &request,
+                            &self.clock,
+                            plan.deadline(),
+                        )
+                        .await
+                        {
+                            Ok(FirstContent { stream, buffered }) => {
+                                let label = served_label(&route, &attempt.label);
+                                let model = buffered
+                                    .iter()
+                                    .find_map(|c| c.model.clone())
+                                    .unwrap_or_else(|| Arc::from(attempt.upstream_model.as_str()));
+                                let settle = StreamSettle {
+                                    plan,
+                                    attempt,
+                                    clock: self.clock,
+                                    rng: Arc::clone(&self.rng),
+                                    generation: Arc::clone(&live),
+                                };
+                                let attempts = settle.attempts_so_far();
+                                let stream =
+                                    ResponseStream::new(stream, buffered, settle, model.clone());
+                                return Ok(Served {
+                                    value: stream,
+                                    route: label,
+                                    model,
+                                    attempts,
+                                });
+                            }
+                            Err(outcome) => {
+                                plan.record(attempt, outcome, self.clock.now(), self.rng.as_ref());
+                            }
+                        }
+                    }
+                    Step::Wait { until, reason, .. } => {
+                        tracing::debug!(?reason, "waiting before the next attempt");
+                        tokio::time::sleep_until(self.clock.to_tokio(until)).await;
+                    }
+                    Step::Done(verdict) => return Err(failed(&route, &plan, verdict)),
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn plan(&self, table: &RoutingTable, route: &Route, request: &ChatRequest) -> Plan {
+        let now = self.clock.now();
+        let estimated_tokens = request
+            .estimated_input_tokens()
+            .saturating_add(request.params.max_tokens.unwrap_or(0));
+        table.plan(
+            route,
+            RequestFacts {
+                estimated_tokens,
+                now,
+                deadline: Some(now + self.options.request_timeout),
+            },
+        )
+    }
+
+    /// A provider without a backend cannot happen with a validated topology; treat it as a
+    /// connection failure of that instance rather than a panic.
+    fn record_missing_backend(&self, plan: &mut Plan, attempt: Attempt) {
+        let error = UpstreamError::new(
+            ErrorClass::Connect,
+            "no backend is configured for this provider",
+        );
+        plan.record(
+            attempt,
+            Outcome::Failure {
+                error,
+                latency: Duration::ZERO,
+            },
+            self.clock.now(),
+            self.rng.as_ref(),
+        );
+    }
+
+    async fn run_complete(
+        &self,
+        backend: &dyn DynChatBackend,
+        attempt: &Attempt,
+        request: &ChatRequest,
+        plan: &Plan,
+    ) -> Result<ChatResponse, Outcome> {
+        let request = with_defaults(request, attempt);
+        let span = attempt_span(attempt);
+        let deadline = attempt.started + attempt.timeouts.total;
+        let call = backend.complete_boxed(attempt.call(&request));
+        let result = tokio::time::timeout_at(self.clock.to_tokio(deadline), call)
+            .instrument(span)
+            .await;
+        let latency = self.clock.now() - attempt.started;
+        match result {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(Outcome::Failure { error, latency }),
+            Err(_) => Err(timeout_outcome(
+                attempt,
+                attempt.timeouts.total,
+                plan.deadline(),
+                latency,
+                "no answer",
+            )),
+        }
+    }
+}
+
+/// The outcome of an attempt cut by a timer: the upstream's fault when the attempt's own timeout
+/// fired, nobody's when it was the request's overall deadline that ran out.
+pub(crate) fn timeout_outcome(
+    attempt: &Attempt,
+    timer: Duration,
+    request_deadline: echelon_domain::time::Instant,
+    latency: Duration,
+    what: &str,
+) -> Outcome {
+    if attempt.started + timer >= request_deadline {
+        // The request's own deadline clipped this attempt: not the upstream's fault.
+        return Outcome::Cancelled;
+    }
+    Outcome::Failure {
+        error: UpstreamError::new(
+            ErrorClass::Timeout,
+            format!("{what} within {}", humanize(timer)),
+        ),
+        latency,
+    }
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    if d.as_secs() >= 1 && d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn backend_for<'a>(live: &'a Generation, attempt: &Attempt) -> Option<&'a Arc<dyn DynChatBackend>> {
+    live.backends.get(&attempt.instance.model.provider)
+}
+
+/// The request with the echelon's defaults filled in where the client left them unset; borrowed
+/// when nothing changes.
+pub(crate) fn with_defaults<'a>(
+    request: &'a ChatRequest,
+    attempt: &Attempt,
+) -> Cow<'a, ChatRequest> {
+    let defaults = attempt.defaults;
+    let temperature = request.params.temperature.is_none() && defaults.temperature.is_some();
+    let max_tokens = request.params.max_tokens.is_none() && defaults.max_tokens.is_some();
+    if !temperature && !max_tokens {
+        return Cow::Borrowed(request);
+    }
+    let mut owned = request.clone();
+    if temperature {
+        owned.params.temperature = defaults.temperature;
+    }
+    if max_tokens {
+        owned.params.max_tokens = defaults.max_tokens;
+    }
+    Cow::Owned(owned)
+}
+
+fn served_label(route: &Route, attempt_label: &str) -> String {
+    match &route.wrapper {
+        Some(wrapper) => format!("{wrapper} › {attempt_label}"),
+        None => attempt_label.to_owned(),
+    }
+}
+
+fn failed(route: &Route, plan: &Plan, verdict: Verdict) -> ServeError {
+    tracing::info!(
+        verdict = verdict.as_str(),
+        attempts = plan.attempts_made(),
+        "request failed"
+    );
+    ServeError::Failed(Box::new(FailedRequest {
+        verdict,
+        route: route.label(),
+        attempts: plan.attempts().to_vec(),
+    }))
+}
+
+fn request_span(route: &Route, stream: bool) -> tracing::Span {
+    tracing::info_span!(
+        "chat",
+        otel.name = "chat",
+        echelon.route = %route.label(),
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = %route.target,
+        stream,
+    )
+}
+
+pub(crate) fn attempt_span(attempt: &Attempt) -> tracing::Span {
+    tracing::info_span!(
+        "attempt",
+        otel.name = "chat attempt",
+        echelon.attempt = attempt.number,
+        echelon.instance = %attempt.instance,
+        gen_ai.system = %attempt.instance.model.provider,
+        gen_ai.request.model = %attempt.upstream_model,
+    )
+}
