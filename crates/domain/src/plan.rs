@@ -1238,3 +1238,57 @@ impl RoutingTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn plans_and_attempts_cross_await_points() {
+        // The request engine holds them across awaits on a multi-threaded runtime.
+        send::<Plan>();
+        send::<Attempt>();
+        send_sync::<RoutingTable>();
+        send_sync::<Route>();
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_cap() {
+        let rng = crate::random::SplitMix64::new(5);
+        let base = Duration::from_millis(100);
+        for retry in 1..12 {
+            let cap = base.saturating_mul(1 << (retry - 1)).min(MAX_BACKOFF);
+            let draws: Vec<_> = (0..200).map(|_| backoff(base, retry, &rng)).collect();
+            assert!(draws.iter().all(|d| *d <= cap));
+            assert!(
+                draws.iter().any(|d| *d < cap / 4),
+                "full jitter reaches low values"
+            );
+        }
+    }
+
+    #[test]
+    fn verdicts_map_to_statuses() {
+        let e = UpstreamError::new(ErrorClass::ContentFilter, "no").with_status(400);
+        let rows = [
+            (Verdict::Served, 200),
+            (
+                Verdict::RateLimited {
+                    retry_after: MIN_RETRY_AFTER,
+                },
+                429,
+            ),
+            (Verdict::Unavailable { retry_after: None }, 503),
+            (Verdict::Rejected(e), 400),
+            (Verdict::Exhausted { last_error: None }, 502),
+            (Verdict::DeadlineExceeded, 504),
+            (Verdict::ClientGone, 499),
+        ];
+        for (verdict, status) in rows {
+            assert_eq!(verdict.status(), status, "{}", verdict.as_str());
+        }
+    }
+}

@@ -145,7 +145,8 @@ pub enum RotationStrategy {
     /// Stable order; unavailable instances are skipped without reshuffling the others.
     #[default]
     RoundRobin,
-    /// Smooth weighted round robin (nginx's algorithm): deterministic and evenly interleaved.
+    /// Smooth weighted round robin: deterministic and evenly interleaved (earliest-deadline-first
+    /// scheduling on virtual time, as Envoy does, so a pick costs O(log n)).
     WeightedRoundRobin,
     /// Random, in proportion to weight.
     WeightedRandom,
