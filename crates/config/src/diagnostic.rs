@@ -176,10 +176,18 @@ impl Diagnostic {
         self
     }
 
-    fn sort_key(&self) -> (u8, Option<&Location>, &str, &str) {
-        // Problems without a place (a missing directory) come first; the rest in file order.
+    fn sort_key(&self) -> (u8, &str, bool, Option<&Location>, &str, &str) {
+        // Problems without a place (a missing directory) come first; the rest in file order,
+        // with a file's `dropped` notes after the problems that caused them.
+        let file = match &self.location {
+            Some(Location::File { file, .. }) => file.as_str(),
+            Some(Location::Environment { variable }) => variable.as_str(),
+            None => "",
+        };
         (
             u8::from(self.location.is_some()),
+            file,
+            self.kind == DiagnosticKind::Dropped,
             self.location.as_ref(),
             &self.key,
             &self.reason,
@@ -256,8 +264,9 @@ where
     I: IntoIterator<Item = &'a str>,
 {
     let input_lower = input.to_lowercase();
+    let seen: Vec<&'a str> = candidates.into_iter().collect();
     let mut best: Option<(usize, &'a str)> = None;
-    for candidate in candidates {
+    for candidate in seen.iter().copied() {
         let distance = if candidate.to_lowercase() == input_lower {
             0
         } else {
@@ -268,7 +277,26 @@ where
             best = Some((distance, candidate));
         }
     }
-    best.map(|(_, candidate)| candidate)
+    best.map(|(_, candidate)| candidate).or_else(|| {
+        // `fastest` for `fastest_response`: a distinctive part of a longer name.
+        (input.chars().count() >= 4)
+            .then(|| {
+                let mut matching = candidates_again(&input_lower, &seen);
+                let first = matching.next()?;
+                matching.next().is_none().then_some(first)
+            })
+            .flatten()
+    })
+}
+
+/// The candidates that contain `input_lower`.
+fn candidates_again<'a, 'b>(
+    input_lower: &'b str,
+    seen: &'b [&'a str],
+) -> impl Iterator<Item = &'a str> + 'b {
+    seen.iter()
+        .copied()
+        .filter(move |c| c.to_lowercase().contains(input_lower))
 }
 
 /// `did you mean `x`?` for the closest candidate, if any.
@@ -292,7 +320,11 @@ mod tests {
             closest("least_conections", names),
             Some("least_connections")
         );
-        assert_eq!(closest("fastest", names), None);
+        assert_eq!(closest("connections", names), Some("least_connections"));
+        assert_eq!(
+            closest("robin", ["round_robin", "weighted_round_robin"]),
+            None
+        );
         assert_eq!(closest("x", names), None);
     }
 

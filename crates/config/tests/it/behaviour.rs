@@ -384,3 +384,60 @@ fn secrets_never_reach_a_report_or_a_debug_print() {
     );
     assert!(shown.contains("environment variable ECHELON_SERVER__LISTEN"));
 }
+
+#[test]
+fn lenient_mode_drops_a_wrappers_file_that_does_not_parse_and_keeps_the_others() {
+    let dir = base_with(&[
+        (
+            "llms/_registry.toml",
+            "[registry]\nversion = 1\n[global]\nvalidation = \"lenient\"\n",
+        ),
+        ("llms/wrappers/broken.toml", "[wrappers.x\n"),
+    ]);
+    let config = load(dir.path(), &env(&[])).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(config.topology.wrappers.len(), 2);
+    let kinds: Vec<_> = config.warnings.iter().map(|w| w.kind).collect();
+    assert_eq!(kinds, [DiagnosticKind::Syntax, DiagnosticKind::Dropped]);
+    assert!(
+        config.warnings[1]
+            .reason
+            .contains("llms/wrappers/broken.toml")
+    );
+}
+
+#[test]
+fn lenient_mode_drops_every_entry_of_an_inheritance_cycle() {
+    let dir = base_with(&[
+        (
+            "llms/_registry.toml",
+            "[registry]\nversion = 1\n[global]\nvalidation = \"lenient\"\n",
+        ),
+        (
+            "llms/pools/a.toml",
+            "inherits_from = \"b.toml\"\n[[instances]]\nmodel = \"mock/small\"\n",
+        ),
+        (
+            "llms/pools/b.toml",
+            "inherits_from = \"a.toml\"\n[[instances]]\nmodel = \"mock/large\"\n",
+        ),
+    ]);
+    let config = load(dir.path(), &env(&[])).unwrap_or_else(|r| panic!("{r}"));
+    let pools: Vec<_> = config.topology.pools.keys().map(|p| p.as_str()).collect();
+    assert_eq!(pools, ["main"]);
+    let cycles = config
+        .warnings
+        .iter()
+        .filter(|w| w.kind == DiagnosticKind::Inheritance)
+        .count();
+    assert_eq!(
+        cycles, 1,
+        "one cycle, reported once: {:#?}",
+        config.warnings
+    );
+    let dropped = config
+        .warnings
+        .iter()
+        .filter(|w| w.kind == DiagnosticKind::Dropped)
+        .count();
+    assert_eq!(dropped, 2);
+}
