@@ -1,4 +1,6 @@
 //! Echelon interfaces: the HTTP gateway, the command line and the composition root.
 
+pub mod app;
 pub mod auth;
+pub mod http;
 pub mod openai;

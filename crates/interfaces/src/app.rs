@@ -1,0 +1,362 @@
+//! The composition root: configuration in, a running gateway out.
+//!
+//! This is the only place that knows every crate: it loads the configuration tree, builds the
+//! provider backends and the request engine, keeps the configuration current (file watcher and
+//! `POST /admin/config/reload`), and hands the HTTP server its state.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use echelon_application::backends::BackendFactory;
+use echelon_application::gateway::{EngineOptions, Gateway};
+use echelon_config::{ConfigReport, LoadedConfig, ProcessEnv, Reload};
+use echelon_domain::random::SplitMix64;
+use echelon_domain::routing::TableOptions;
+use echelon_infrastructure::backend_factory::ProviderBackends;
+use serde::Serialize;
+
+use crate::auth::KeyRing;
+
+/// The outcome of one reload attempt, as `GET /admin/config` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReloadRecord {
+    /// Seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// What started it: `watch`, `admin` or `startup`.
+    pub trigger: &'static str,
+    /// Whether the new tree is serving.
+    pub applied: bool,
+    /// The generation serving after this attempt.
+    pub generation: u64,
+    /// Problems that refused the tree (file, line, key, reason), never secret values.
+    pub errors: Vec<String>,
+    /// Warnings, including entries dropped in lenient mode.
+    pub warnings: Vec<String>,
+}
+
+/// Reload counters and the last result.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// Reloads applied since start.
+    pub applied: u64,
+    /// Reloads refused since start.
+    pub rejected: u64,
+    /// The most recent attempt.
+    pub last: Option<ReloadRecord>,
+}
+
+/// Keeps the running gateway in step with the configuration folder.
+pub struct ConfigControl {
+    dir: PathBuf,
+    gateway: Arc<Gateway>,
+    keys: Arc<ArcSwap<KeyRing>>,
+    current: ArcSwap<LoadedConfig>,
+    status: Mutex<ReloadStatus>,
+    applied: AtomicU64,
+}
+
+impl std::fmt::Debug for ConfigControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigControl")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigControl {
+    /// The configuration folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration serving now.
+    pub fn current(&self) -> Arc<LoadedConfig> {
+        self.current.load_full()
+    }
+
+    /// Reload counters and the last result.
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Loads the folder again and applies it if valid.
+    pub fn reload_from_disk(&self, trigger: &'static str) -> ReloadRecord {
+        let result = echelon_config::load(&self.dir, &ProcessEnv);
+        self.apply(result, trigger)
+    }
+
+    /// Applies a loaded (or refused) tree. An invalid tree, or one whose backends cannot be
+    /// built, leaves the serving generation untouched.
+    pub fn apply(&self, result: Reload, trigger: &'static str) -> ReloadRecord {
+        let record = match result {
+            Ok(config) => {
+                let warnings = config.warnings.iter().map(ToString::to_string).collect();
+                match self.gateway.reload(config.topology.clone()) {
+                    Ok(generation) => {
+                        self.keys.store(Arc::new(key_ring(&config)));
+                        self.current.store(Arc::new(config));
+                        self.applied.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(generation, trigger, "configuration reloaded");
+                        record(trigger, true, generation, Vec::new(), warnings)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, trigger, "configuration rejected: a backend could not be built");
+                        record(
+                            trigger,
+                            false,
+                            self.gateway.generation().number,
+                            vec![error.to_string()],
+                            warnings,
+                        )
+                    }
+                }
+            }
+            Err(report) => {
+                tracing::error!(
+                    errors = report.errors.len(),
+                    trigger,
+                    "configuration rejected; the previous configuration keeps serving:\n{report}"
+                );
+                record(
+                    trigger,
+                    false,
+                    self.gateway.generation().number,
+                    report.errors.iter().map(ToString::to_string).collect(),
+                    report.warnings.iter().map(ToString::to_string).collect(),
+                )
+            }
+        };
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if record.applied {
+            status.applied += 1;
+        } else {
+            status.rejected += 1;
+        }
+        status.last = Some(record.clone());
+        record
+    }
+}
+
+fn record(
+    trigger: &'static str,
+    applied: bool,
+    generation: u64,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+) -> ReloadRecord {
+    ReloadRecord {
+        at_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        trigger,
+        applied,
+        generation,
+        errors,
+        warnings,
+    }
+}
+
+/// The client and admin keys of a configuration.
+pub fn key_ring(config: &LoadedConfig) -> KeyRing {
+    KeyRing::new(
+        config.gateway.auth.api_keys.clone(),
+        config.gateway.auth.admin_key.clone(),
+    )
+}
+
+/// Everything the HTTP server serves from.
+#[derive(Debug, Clone)]
+pub struct Components {
+    /// The request engine.
+    pub gateway: Arc<Gateway>,
+    /// Client and admin keys, swapped on reload.
+    pub keys: Arc<ArcSwap<KeyRing>>,
+    /// Reloading.
+    pub control: Arc<ConfigControl>,
+}
+
+/// Options for building the engine that do not come from the configuration tree.
+#[derive(Clone)]
+pub struct BuildOptions {
+    /// Builds provider backends; the real adapters unless a test swaps them.
+    pub factory: Arc<dyn BackendFactory>,
+    /// Options of the routing table (event sink, defaults).
+    pub table: TableOptions,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            factory: Arc::new(ProviderBackends),
+            table: TableOptions::default(),
+        }
+    }
+}
+
+/// Builds the engine for a loaded configuration.
+///
+/// # Errors
+/// When a provider's backend cannot be built.
+pub fn build(
+    dir: &Path,
+    config: LoadedConfig,
+    options: BuildOptions,
+) -> anyhow::Result<Components> {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0x5EED, |d| d.as_nanos() as u64);
+    let engine = EngineOptions {
+        table: options.table,
+        request_timeout: config.gateway.server.request_timeout,
+    };
+    let gateway = Arc::new(Gateway::new(
+        config.topology.clone(),
+        options.factory,
+        Arc::new(SplitMix64::new(seed)),
+        engine,
+    )?);
+    let keys = Arc::new(ArcSwap::from_pointee(key_ring(&config)));
+    let control = Arc::new(ConfigControl {
+        dir: dir.to_path_buf(),
+        gateway: Arc::clone(&gateway),
+        keys: Arc::clone(&keys),
+        current: ArcSwap::from_pointee(config),
+        status: Mutex::new(ReloadStatus::default()),
+        applied: AtomicU64::new(0),
+    });
+    Ok(Components {
+        gateway,
+        keys,
+        control,
+    })
+}
+
+/// Loads the configuration folder, printing nothing: the caller decides how to show a report.
+///
+/// # Errors
+/// The full report of every problem.
+pub fn load(dir: &Path) -> Result<LoadedConfig, ConfigReport> {
+    echelon_config::load(dir, &ProcessEnv)
+}
+
+/// Starts the file watcher when the registry asks for hot reload.
+///
+/// # Errors
+/// When the platform watcher cannot start.
+pub fn watch(control: &Arc<ConfigControl>) -> anyhow::Result<Option<echelon_config::WatchHandle>> {
+    let registry = control.current().registry.clone();
+    if !registry.hot_reload {
+        return Ok(None);
+    }
+    let target = Arc::clone(control);
+    let handle = echelon_config::watch(
+        control.dir(),
+        debounce_or_default(registry.debounce),
+        Arc::new(ProcessEnv),
+        echelon_config::LoadOptions::default(),
+        move |result| {
+            target.apply(result, "watch");
+        },
+    )?;
+    Ok(Some(handle))
+}
+
+fn debounce_or_default(debounce: Duration) -> Duration {
+    if debounce.is_zero() {
+        Duration::from_millis(500)
+    } else {
+        debounce
+    }
+}
+
+/// Options of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The configuration folder.
+    pub config_dir: PathBuf,
+    /// Overrides `[server] listen`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Loads the configuration and serves until SIGINT or SIGTERM, then drains.
+///
+/// # Errors
+/// An invalid configuration (the full report), an address that cannot be bound, or a server
+/// failure.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let config = load(&options.config_dir).map_err(|report| anyhow::anyhow!("{report}"))?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let server = config.gateway.server.clone();
+    let listen = options.listen.unwrap_or(server.listen);
+    let open = config.gateway.auth.api_keys.is_empty();
+    let components = build(&options.config_dir, config, BuildOptions::default())?;
+    let _watcher = watch(&components.control)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; is another process using it? pass --listen ADDR"
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    if open && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "listening on a non-loopback address with no client API keys: anyone who can reach it can spend your upstream quota; set [auth] api_keys in gateway.toml"
+        );
+    }
+    tracing::info!(%addr, models = components.gateway.model_names().len(), "echelon gateway listening");
+    let running = crate::http::start(
+        listener,
+        &components,
+        crate::http::ServerOptions {
+            max_body_size: server.max_body_size,
+            shutdown_grace: server.shutdown_grace,
+        },
+        shutdown_signal(),
+    )?;
+    running.wait().await?;
+    tracing::info!("echelon gateway stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

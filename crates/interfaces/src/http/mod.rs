@@ -1,0 +1,198 @@
+//! The OpenAI-compatible HTTP gateway: routes, client and admin authentication, graceful drain.
+//!
+//! - `POST /v1/chat/completions` (JSON and SSE), `GET /v1/models`
+//! - `GET /healthz`, `GET /readyz`
+//! - admin: `GET /admin/status`, `/admin/pools/{name}`, `/admin/task-groups/{name}`,
+//!   `/admin/config`, `POST /admin/config/reload`, `GET /admin/route?model=X`
+
+pub mod admin;
+pub mod chat;
+pub mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use echelon_application::gateway::Gateway;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{Components, ConfigControl};
+use crate::auth::KeyRing;
+
+/// What every handler serves from.
+#[derive(Debug)]
+pub struct AppState {
+    /// The request engine.
+    pub gateway: Arc<Gateway>,
+    /// Client and admin keys.
+    pub keys: Arc<ArcSwap<KeyRing>>,
+    /// Configuration reloads and status.
+    pub control: Arc<ConfigControl>,
+    /// Largest accepted request body.
+    pub max_body_size: u64,
+    /// Set once shutdown begins: readiness fails and new requests are refused.
+    pub draining: AtomicBool,
+    /// Flips to `true` when the drain grace period is over: streams still running end with an
+    /// explicit error event.
+    pub stop_streams: watch::Receiver<bool>,
+}
+
+/// Server settings that are not part of [`Components`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Largest accepted request body, in bytes.
+    pub max_body_size: u64,
+    /// How long a drain waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// Builds the router over shared state.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(chat::models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/admin", admin::router())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        "no such endpoint; the gateway serves POST /v1/chat/completions and GET /v1/models",
+    )
+}
+
+/// A running server: its address and how to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The state the handlers share.
+    pub state: Arc<AppState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Begins a graceful drain and waits until the server has stopped.
+    ///
+    /// # Errors
+    /// When the server task failed.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join.to_string())),
+        }
+    }
+
+    /// Waits until the server stops by itself (after a signal).
+    ///
+    /// # Errors
+    /// When the server task failed.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let _keep_open = self.shutdown.take();
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join.to_string())),
+        }
+    }
+}
+
+/// Starts serving on `listener`. The server drains when [`RunningServer::shutdown`] is called or
+/// `signal` resolves: readiness fails at once, new connections are refused, requests in flight
+/// get `shutdown_grace` to finish, then streams still running end with an error event.
+pub fn start(
+    listener: TcpListener,
+    components: &Components,
+    options: ServerOptions,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        gateway: Arc::clone(&components.gateway),
+        keys: Arc::clone(&components.keys),
+        control: Arc::clone(&components.control),
+        max_body_size: options.max_body_size,
+        draining: AtomicBool::new(false),
+        stop_streams: stop_rx,
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(|tcp| {
+        // Nagle's algorithm would hold small SSE events back by up to 40 ms.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    let drain_state = Arc::clone(&state);
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let began = async move {
+        tokio::select! {
+            () = signal => {}
+            _ = shutdown_rx => {}
+        }
+        drain_state.draining.store(true, Ordering::Release);
+        tracing::info!("draining: readiness fails, new connections are refused");
+        let _ = drain_tx.send(());
+    };
+    let grace = options.shutdown_grace;
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(began);
+        let serve = std::pin::pin!(serve.into_future());
+        let mut serve = serve;
+        let drained = async {
+            // Only start the grace clock once the drain has begun.
+            if drain_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = &mut serve => return result,
+            () = drained => {}
+        }
+        tracing::warn!("grace period over: ending streams still running with an error event");
+        let _ = stop_tx.send(true);
+        // Streams end at once now; give their last events a moment to be written.
+        match tokio::time::timeout(Duration::from_secs(2), &mut serve).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}
