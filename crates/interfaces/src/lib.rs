@@ -2,5 +2,6 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod http;
 pub mod openai;

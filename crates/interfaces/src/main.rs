@@ -1,23 +1,15 @@
 //! The `echelon` binary: parses the command line and hands over to the composition root.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn main() -> anyhow::Result<()> {
+use clap::Parser;
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let config_dir = std::env::args_os()
-        .nth(2)
-        .map_or_else(|| PathBuf::from("configs"), PathBuf::from);
-    runtime.block_on(echelon_interfaces::app::serve(
-        echelon_interfaces::app::ServeOptions {
-            config_dir,
-            listen: None,
-        },
-    ))
+    echelon_interfaces::cli::run(echelon_interfaces::cli::Cli::parse())
 }
