@@ -221,23 +221,20 @@ impl Gateway {
                             continue;
                         };
                         let label = attempt.label.clone();
+                        let deadline = plan.deadline();
+                        let running = InFlight::new(&mut plan, attempt, self);
                         let outcome = self
-                            .run_complete(backend.as_ref(), &attempt, &request, &plan)
+                            .run_complete(backend.as_ref(), running.attempt(), &request, deadline)
                             .await;
                         match outcome {
                             Ok(response) => {
-                                let latency = self.clock.now() - attempt.started;
+                                let latency = self.clock.now() - running.attempt().started;
                                 let usage = response.usage;
-                                plan.record(
-                                    attempt,
-                                    Outcome::Success {
-                                        latency,
-                                        ttft: None,
-                                        usage,
-                                    },
-                                    self.clock.now(),
-                                    self.rng.as_ref(),
-                                );
+                                running.record(Outcome::Success {
+                                    latency,
+                                    ttft: None,
+                                    usage,
+                                });
                                 return Ok(Served {
                                     model: Arc::clone(&response.model),
                                     value: response,
@@ -245,9 +242,7 @@ impl Gateway {
                                     attempts: plan.attempts().to_vec(),
                                 });
                             }
-                            Err(outcome) => {
-                                plan.record(attempt, outcome, self.clock.now(), self.rng.as_ref());
-                            }
+                            Err(outcome) => running.record(outcome),
                         }
                     }
                     Step::Wait { until, reason, .. } => {
@@ -286,17 +281,20 @@ impl Gateway {
                             self.record_missing_backend(&mut plan, attempt);
                             continue;
                         };
-                        let request = with_defaults(&request, &attempt);
+                        let deadline = plan.deadline();
+                        let running = InFlight::new(&mut plan, attempt, self);
+                        let request = with_defaults(&request, running.attempt());
                         match crate::stream::first_content(
                             backend.as_ref(),
-                            &attempt,
+                            running.attempt(),
                             &request,
                             &self.clock,
-                            plan.deadline(),
+                            deadline,
                         )
                         .await
                         {
                             Ok(FirstContent { stream, buffered }) => {
+                                let attempt = running.hand_over();
                                 let label = served_label(&route, &attempt.label);
                                 let model = buffered
                                     .iter()
@@ -319,9 +317,7 @@ impl Gateway {
                                     attempts,
                                 });
                             }
-                            Err(outcome) => {
-                                plan.record(attempt, outcome, self.clock.now(), self.rng.as_ref());
-                            }
+                            Err(outcome) => running.record(outcome),
                         }
                     }
                     Step::Wait { until, reason, .. } => {
@@ -374,7 +370,7 @@ impl Gateway {
         backend: &dyn DynChatBackend,
         attempt: &Attempt,
         request: &ChatRequest,
-        plan: &Plan,
+        request_deadline: echelon_domain::time::Instant,
     ) -> Result<ChatResponse, Outcome> {
         let request = with_defaults(request, attempt);
         let span = attempt_span(attempt);
@@ -390,10 +386,64 @@ impl Gateway {
             Err(_) => Err(timeout_outcome(
                 attempt,
                 attempt.timeouts.total,
-                plan.deadline(),
+                request_deadline,
                 latency,
                 "no answer",
             )),
+        }
+    }
+}
+
+/// An attempt being executed, with the plan it belongs to.
+///
+/// Its outcome is recorded through [`InFlight::record`]. When the request future is dropped while
+/// the attempt runs (the caller went away), the drop records it as cancelled: its permits are
+/// released either way, and this way statistics count a cancellation instead of an attempt that
+/// never ended.
+struct InFlight<'a> {
+    plan: &'a mut Plan,
+    attempt: Option<Attempt>,
+    clock: TokioClock,
+    rng: &'a dyn Random,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(plan: &'a mut Plan, attempt: Attempt, gateway: &'a Gateway) -> Self {
+        Self {
+            plan,
+            attempt: Some(attempt),
+            clock: gateway.clock,
+            rng: gateway.rng.as_ref(),
+        }
+    }
+
+    fn attempt(&self) -> &Attempt {
+        self.attempt
+            .as_ref()
+            .expect("an attempt in flight is present until recorded or handed over")
+    }
+
+    /// Records how the attempt ended.
+    fn record(mut self, outcome: Outcome) {
+        if let Some(attempt) = self.attempt.take() {
+            self.plan
+                .record(attempt, outcome, self.clock.now(), self.rng);
+        }
+    }
+
+    /// Hands the attempt over to a stream that records its outcome when it ends.
+    fn hand_over(mut self) -> Attempt {
+        self.attempt
+            .take()
+            .expect("an attempt in flight is present until recorded or handed over")
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.attempt.take() {
+            self.plan
+                .record(attempt, Outcome::Cancelled, self.clock.now(), self.rng);
         }
     }
 }
