@@ -750,11 +750,11 @@ impl Plan {
         let n = stage.targets.len();
         self.target_attempts = vec![0; n];
         self.stage_start = match &stage.echelon {
-            Some(e) if stage.rotate_targets && n > 1 => {
+            Some(e) if stage.rotating > 1 => {
                 (e.live
                     .cursor
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    % n as u64) as usize
+                    % stage.rotating as u64) as usize
             }
             _ => 0,
         };
@@ -843,8 +843,14 @@ impl Plan {
             return None;
         }
         let n = stage.targets.len();
+        let rotating = stage.rotating.min(n);
         for k in 0..n {
-            let t = (self.stage_start + k) % n;
+            // The echelon's own targets in rotated order, then the fallback pools in order.
+            let t = if k < rotating {
+                (self.stage_start + k) % rotating
+            } else {
+                k
+            };
             let pool = &stage.targets[t];
             let pool_key = Arc::as_ptr(pool) as usize;
             if pool.members.is_empty() {

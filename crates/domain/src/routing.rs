@@ -274,8 +274,10 @@ pub(crate) struct Stage {
     pub(crate) targets: Box<[Arc<PoolRuntime>]>,
     /// Attempts per target; `None`: the pool's `max_instance_attempts`.
     pub(crate) per_target: Option<u32>,
-    /// Whether the first target rotates across requests (echelon cursor).
-    pub(crate) rotate_targets: bool,
+    /// How many of the first targets rotate across requests (echelon cursor): the targets the
+    /// echelon lists itself. Fallback pools reached through them follow in order and never
+    /// rotate to the front, so they only take traffic after the pools they back up.
+    pub(crate) rotating: usize,
     pub(crate) timeouts: AttemptTimeouts,
     pub(crate) max_retries: u32,
     pub(crate) retry_after_max_wait: Duration,
@@ -658,7 +660,7 @@ impl RoutingTable {
             echelon: None,
             targets: targets.into(),
             per_target: None,
-            rotate_targets: false,
+            rotating: 0,
             timeouts: AttemptTimeouts {
                 total: d.timeout,
                 first_token: d.first_token_timeout,
@@ -700,6 +702,7 @@ impl RoutingTable {
         let mut seen = BTreeSet::new();
         let mut cycles = Vec::new();
         let mut targets = Vec::new();
+        let mut fallbacks = Vec::new();
         for target in &e.targets {
             match target {
                 EchelonTarget::Model(model) => {
@@ -708,10 +711,22 @@ impl RoutingTable {
                     }
                 }
                 EchelonTarget::Pool(pool) => {
-                    targets.extend(self.expand_pool(pool, &mut seen, &mut cycles));
+                    let mut expanded = self.expand_pool(pool, &mut seen, &mut cycles).into_iter();
+                    targets.extend(expanded.next());
+                    fallbacks.extend(expanded);
                 }
             }
         }
+        let rotating = targets.len();
+        // A fallback pool that the echelon also lists itself is already a primary target.
+        fallbacks.retain(|f| !targets.iter().any(|t| Arc::ptr_eq(t, f)));
+        let mut unique: Vec<Arc<PoolRuntime>> = Vec::with_capacity(fallbacks.len());
+        for f in fallbacks {
+            if !unique.iter().any(|u| Arc::ptr_eq(u, &f)) {
+                unique.push(f);
+            }
+        }
+        targets.extend(unique);
         let model_rotate = group.spec.fallback_strategy == FallbackStrategy::ModelRotate;
         Stage {
             label: Arc::from(format!("{} › {}", group.spec.name, e.name)),
@@ -720,7 +735,7 @@ impl RoutingTable {
             echelon: Some(Arc::clone(echelon)),
             targets: targets.into(),
             per_target: model_rotate.then_some(1),
-            rotate_targets: !model_rotate,
+            rotating: if model_rotate { 0 } else { rotating },
             timeouts: AttemptTimeouts {
                 total: e.timeout,
                 first_token: e.first_token_timeout,

@@ -315,6 +315,49 @@ fn pool_fallback_continues_with_fallback_pools() {
 }
 
 #[test]
+fn an_echelon_rotates_over_its_own_targets_and_never_leads_with_a_fallback_pool() {
+    let mut b = Builder::new()
+        .provider("a", 1)
+        .provider("b", 1)
+        .provider("c", 1)
+        .model("a/m", None, Limits::default())
+        .model("b/m", None, Limits::default())
+        .model("c/m", None, Limits::default())
+        .pool("main", RotationStrategy::RoundRobin, &[("a/m", 0, 1)])
+        .pool("other", RotationStrategy::RoundRobin, &[("b/m", 0, 1)])
+        .pool("spare", RotationStrategy::RoundRobin, &[("c/m", 0, 1)])
+        .group(
+            "g",
+            FallbackStrategy::EchelonDown,
+            &[&["pool:main", "pool:other"]],
+        );
+    b.pool_mut("main").fallback.strategy = PoolFallbackStrategy::PoolFallback;
+    b.pool_mut("main").fallback.fallback_pools = vec!["spare".into()];
+    let w = b.build();
+    let mut firsts = Vec::new();
+    for _ in 0..6 {
+        let (v, labels) = w.request("group:g", |_| ok());
+        assert_eq!(v, Verdict::Served);
+        firsts.push(labels[0].clone());
+    }
+    assert!(
+        firsts.iter().all(|l| !l.contains("c/m")),
+        "the fallback pool took first attempts: {firsts:?}"
+    );
+    assert!(firsts.iter().any(|l| l.contains("a/m")) && firsts.iter().any(|l| l.contains("b/m")));
+    // When the primaries fail, the fallback pool still serves.
+    let (v, labels) = w.request("group:g", |a| {
+        if a.instance.model.provider.as_str() == "c" {
+            ok()
+        } else {
+            fail(ErrorClass::Connect)
+        }
+    });
+    assert_eq!(v, Verdict::Served, "{labels:?}");
+    assert!(labels.last().unwrap().contains("c/m"));
+}
+
+#[test]
 fn server_errors_retry_the_same_instance_with_full_jitter_backoff() {
     let mut b = Builder::new()
         .provider("a", 1)
