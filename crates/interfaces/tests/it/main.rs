@@ -1,0 +1,3 @@
+//! Integration tests of the gateway binary crate: the HTTP surface and the command line.
+
+mod http;
