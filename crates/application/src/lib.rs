@@ -6,7 +6,10 @@
 //! table and backends are swapped atomically on reload; requests in flight finish on the
 //! generation they started with.
 
+pub mod alerts;
 pub mod backends;
 pub mod clock;
 pub mod gateway;
+pub mod health_check;
+pub mod history;
 pub mod stream;
