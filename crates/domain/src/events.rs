@@ -30,6 +30,9 @@ pub enum SkipReason {
     /// The echelon as a whole cannot take a request now (its breaker or limits).
     #[error("echelon {0}")]
     Echelon(Unavailable),
+    /// The pool as a whole is at its own limits (`[rate_limit]`, `[concurrency]`).
+    #[error("pool {0}")]
+    Pool(Unavailable),
     /// The instance was already tried by this request.
     #[error("already tried by this request")]
     AlreadyTried,
@@ -62,7 +65,7 @@ impl SkipReason {
     /// The stable snake_case name for metrics and logs.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Self::Instance(u) | Self::Echelon(u) => u.as_str(),
+            Self::Instance(u) | Self::Echelon(u) | Self::Pool(u) => u.as_str(),
             Self::AlreadyTried => "already_tried",
             Self::ProviderFailed { .. } => "provider_failed",
             Self::ContextWindowTooSmall { .. } => "context_window_too_small",

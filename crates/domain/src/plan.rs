@@ -40,8 +40,8 @@ use crate::name::{EchelonName, GroupName, InstanceId, ProviderName};
 use crate::ports::Call;
 use crate::random::Random;
 use crate::routing::{
-    AttemptTimeouts, EchelonPermit, EchelonRuntime, PoolLabel, PoolRuntime, Route, RoutePlan,
-    RoutingTable, Stage,
+    AttemptTimeouts, EchelonPermit, EchelonRuntime, PoolLabel, PoolPermit, PoolRuntime, Route,
+    RoutePlan, RoutingTable, Stage,
 };
 use crate::spec::{RequestDefaults, RotationStrategy};
 use crate::stats::Counters;
@@ -195,6 +195,8 @@ pub enum Outcome {
 struct Held {
     instance: SharedInstance,
     permit: InstancePermit,
+    /// The pool's own limits, released when the attempt ends.
+    _pool_permit: Option<PoolPermit>,
     echelon: Option<(Arc<EchelonRuntime>, EchelonPermit)>,
     pool: Arc<PoolRuntime>,
     group_counters: Option<Arc<Counters>>,
@@ -544,6 +546,7 @@ impl Plan {
         let Held {
             instance,
             permit,
+            _pool_permit: _,
             echelon,
             pool,
             group_counters,
@@ -862,6 +865,19 @@ impl Plan {
                 self.skip(index, (pool_key, 3), None, SkipReason::AttemptsSpent, now);
                 continue;
             }
+            let mut pool_permit = match pool.acquire(now, self.tokens) {
+                Ok(permit) => permit,
+                Err(saturated) => {
+                    self.skip(
+                        index,
+                        (pool_key, 5),
+                        None,
+                        SkipReason::Pool(Unavailable::Saturated(saturated)),
+                        now,
+                    );
+                    continue;
+                }
+            };
             let mut echelon_permit = match &stage.echelon {
                 Some(e) => match e.acquire(now, &*self.sink) {
                     Ok(p) => Some(p),
@@ -931,7 +947,15 @@ impl Plan {
                 let Some((member, panic)) = picked else {
                     break;
                 };
-                match self.admit(index, t, member, panic, now, &mut echelon_permit) {
+                match self.admit(
+                    index,
+                    t,
+                    member,
+                    panic,
+                    now,
+                    &mut echelon_permit,
+                    &mut pool_permit,
+                ) {
                     Ok(attempt) => return Some(attempt),
                     Err(u) => {
                         let m = &pool.members[member];
@@ -957,6 +981,20 @@ impl Plan {
     fn retry_member(&mut self, p: Pending, now: Instant) -> Option<Attempt> {
         let plan = Arc::clone(&self.plan);
         let stage = &plan.stages[p.stage];
+        let pool = &stage.targets[p.target];
+        let mut pool_permit = match pool.acquire(now, self.tokens) {
+            Ok(permit) => permit,
+            Err(saturated) => {
+                self.skip(
+                    p.stage,
+                    (Arc::as_ptr(pool) as usize, 5),
+                    None,
+                    SkipReason::Pool(Unavailable::Saturated(saturated)),
+                    now,
+                );
+                return None;
+            }
+        };
         let mut echelon_permit = match &stage.echelon {
             Some(e) => match e.acquire(now, &*self.sink) {
                 Ok(permit) => Some(permit),
@@ -973,7 +1011,15 @@ impl Plan {
             },
             None => None,
         };
-        match self.admit(p.stage, p.target, p.member, false, now, &mut echelon_permit) {
+        match self.admit(
+            p.stage,
+            p.target,
+            p.member,
+            false,
+            now,
+            &mut echelon_permit,
+            &mut pool_permit,
+        ) {
             Ok(attempt) => Some(attempt),
             Err(u) => {
                 if let Some(permit) = echelon_permit {
@@ -993,6 +1039,10 @@ impl Plan {
     }
 
     /// Takes the instance's permits and hands out the attempt.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the permits already taken travel with the pick; a struct would only rename them"
+    )]
     fn admit(
         &mut self,
         index: usize,
@@ -1001,6 +1051,7 @@ impl Plan {
         panic: bool,
         now: Instant,
         echelon_permit: &mut Option<EchelonPermit>,
+        pool_permit: &mut Option<PoolPermit>,
     ) -> Result<Attempt, Unavailable> {
         let plan = Arc::clone(&self.plan);
         let stage: &Stage = &plan.stages[index];
@@ -1063,6 +1114,10 @@ impl Plan {
             held: Held {
                 instance: Arc::clone(instance),
                 permit,
+                _pool_permit: pool_permit.take().map(|mut p| {
+                    p.mark_used();
+                    p
+                }),
                 echelon,
                 pool: Arc::clone(pool),
                 group_counters: stage.group_counters.clone(),

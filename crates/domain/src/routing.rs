@@ -19,7 +19,7 @@ use crate::health::HealthState;
 use crate::instance::{
     InstancePolicy, InstanceState, LatencySnapshot, SharedInstance, Unavailable,
 };
-use crate::limit::{ConcurrencyLimiter, ConcurrencyPermit, LimitKind, RateLimiter};
+use crate::limit::{ConcurrencyLimiter, ConcurrencyPermit, LimitKind, RateLimiter, Saturated};
 use crate::name::{EchelonName, GroupName, InstanceId, ModelRef, PoolName, WrapperName};
 use crate::rotation::Rotation;
 use crate::secret::Secret;
@@ -126,6 +126,100 @@ pub(crate) struct PoolRuntime {
     /// Instances tried per request before the pool gives up.
     pub(crate) max_attempts: u32,
     pub(crate) counters: Arc<Counters>,
+    /// The pool's own limits (`[rate_limit]`, `[concurrency]`), on top of each instance's.
+    pub(crate) limits: Option<Arc<PoolLimits>>,
+}
+
+/// A pool's own rpm, tpm and concurrency limits; outlives a reload while they are unchanged.
+#[derive(Debug)]
+pub(crate) struct PoolLimits {
+    concurrency: ConcurrencyLimiter,
+    rpm: Option<RateLimiter>,
+    tpm: Option<RateLimiter>,
+    key: (Limits, RateAlgorithm),
+}
+
+impl PoolLimits {
+    fn new(limits: Limits, algorithm: RateAlgorithm, now: Instant) -> Option<Arc<Self>> {
+        if limits == Limits::default() {
+            return None;
+        }
+        Some(Arc::new(Self {
+            concurrency: ConcurrencyLimiter::new(limits.max_concurrency),
+            rpm: limits
+                .rpm
+                .map(|n| RateLimiter::new(LimitKind::Requests, n, algorithm, now)),
+            tpm: limits
+                .tpm
+                .map(|n| RateLimiter::new(LimitKind::Tokens, n, algorithm, now)),
+            key: (limits, algorithm),
+        }))
+    }
+}
+
+/// Permits one attempt holds on a pool's own limits.
+#[derive(Debug)]
+pub(crate) struct PoolPermit {
+    _slot: ConcurrencyPermit,
+    limits: Arc<PoolLimits>,
+    tokens: u32,
+    at: Instant,
+    used: bool,
+}
+
+impl PoolPermit {
+    /// Marks the permit as used by an attempt (its rpm and tpm charges stand).
+    pub(crate) fn mark_used(&mut self) {
+        self.used = true;
+    }
+}
+
+impl Drop for PoolPermit {
+    fn drop(&mut self) {
+        // A permit no attempt used gives its rate charges back; the concurrency slot is
+        // released by its own guard either way.
+        if self.used {
+            return;
+        }
+        if let Some(rpm) = &self.limits.rpm {
+            rpm.adjust(self.at, -1);
+        }
+        if let Some(tpm) = &self.limits.tpm {
+            tpm.adjust(self.at, -i64::from(self.tokens));
+        }
+    }
+}
+
+impl PoolRuntime {
+    /// Takes the pool's own permits for one attempt of `tokens` estimated tokens.
+    pub(crate) fn acquire(
+        &self,
+        now: Instant,
+        tokens: u32,
+    ) -> Result<Option<PoolPermit>, Saturated> {
+        let Some(limits) = &self.limits else {
+            return Ok(None);
+        };
+        let slot = limits.concurrency.try_acquire()?;
+        if let Some(rpm) = &limits.rpm {
+            rpm.try_acquire(now, 1)?;
+        }
+        if let Some(tpm) = &limits.tpm
+            && let Err(saturated) = tpm.try_acquire(now, tokens)
+        {
+            if let Some(rpm) = &limits.rpm {
+                rpm.adjust(now, -1);
+            }
+            return Err(saturated);
+        }
+        Ok(Some(PoolPermit {
+            _slot: slot,
+            limits: Arc::clone(limits),
+            tokens,
+            at: now,
+            used: false,
+        }))
+    }
 }
 
 /// The part of an echelon that outlives a reload.
@@ -438,9 +532,12 @@ impl RoutingTable {
                 .filter_map(|i| shared(&i.id))
                 .collect();
             let weights: Vec<u32> = spec.instances.iter().map(|i| i.weight).collect();
-            let counters = previous
-                .and_then(|p| p.pools.get(name))
-                .map_or_else(Default::default, |p| Arc::clone(&p.counters));
+            let previous_pool = previous.and_then(|p| p.pools.get(name));
+            let counters = previous_pool.map_or_else(Default::default, |p| Arc::clone(&p.counters));
+            let limits = match previous_pool.and_then(|p| p.limits.as_ref()) {
+                Some(old) if old.key == (spec.limits, spec.rate_algorithm) => Some(Arc::clone(old)),
+                _ => PoolLimits::new(spec.limits, spec.rate_algorithm, now),
+            };
             pools.insert(
                 name.clone(),
                 Arc::new(PoolRuntime {
@@ -449,6 +546,7 @@ impl RoutingTable {
                     max_attempts: spec.fallback.max_instance_attempts.max(1),
                     members: members.into(),
                     counters,
+                    limits,
                 }),
             );
         }
@@ -470,6 +568,7 @@ impl RoutingTable {
                     max_attempts: u32::try_from(members.len()).unwrap_or(u32::MAX).max(1),
                     members: members.into(),
                     counters,
+                    limits: None,
                 }),
             );
         }

@@ -477,6 +477,63 @@ fn saturated_echelon_spills_over_to_the_next() {
 }
 
 #[test]
+fn pool_limits_cap_concurrency_and_rate_and_spill_to_fallback_pools() {
+    let mut b = Builder::new()
+        .provider("a", 3)
+        .provider("b", 1)
+        .model("a/m", None, Limits::default())
+        .model("b/m", None, Limits::default())
+        .pool(
+            "main",
+            RotationStrategy::RoundRobin,
+            &[("a/m", 0, 1), ("a/m", 1, 1), ("a/m", 2, 1)],
+        )
+        .pool("spare", RotationStrategy::RoundRobin, &[("b/m", 0, 1)]);
+    b.pool_mut("main").limits = Limits {
+        rpm: Some(3),
+        tpm: None,
+        max_concurrency: Some(1),
+    };
+    b.pool_mut("main").fallback.strategy = PoolFallbackStrategy::PoolFallback;
+    b.pool_mut("main").fallback.fallback_pools = vec!["spare".into()];
+    let w = b.build();
+
+    // One attempt in flight fills the pool, although two of its keys are idle.
+    let mut first = w.plan("pool:main");
+    let Step::Attempt(held) = first.next(w.now(), &w.rng) else {
+        panic!("expected an attempt")
+    };
+    assert_eq!(held.instance.model.provider.as_str(), "a");
+    let mut second = w.plan("pool:main");
+    let Step::Attempt(spilled) = second.next(w.now(), &w.rng) else {
+        panic!("expected an attempt")
+    };
+    assert_eq!(spilled.instance.model.provider.as_str(), "b");
+    assert!(matches!(
+        second.trace()[0].reason,
+        SkipReason::Pool(Unavailable::Saturated(_))
+    ));
+    // The slot comes back when the attempt ends, on every path.
+    first.record(held, ok(), w.now(), &w.rng);
+    drop(spilled);
+    let (v, labels) = w.request("pool:main", |_| ok());
+    assert_eq!(v, Verdict::Served);
+    assert!(labels[0].contains("a/m"), "{labels:?}");
+
+    // rpm = 3: the first attempt, the second (which was given the slot back) … the rest spill.
+    let (_, labels) = w.request("pool:main", |_| ok());
+    assert!(labels[0].contains("a/m"), "{labels:?}");
+    let (_, labels) = w.request("pool:main", |_| ok());
+    assert!(
+        labels[0].contains("b/m"),
+        "the pool's rpm is spent: {labels:?}"
+    );
+    w.clock.advance(secs(60));
+    let (_, labels) = w.request("pool:main", |_| ok());
+    assert!(labels[0].contains("a/m"), "rpm refills: {labels:?}");
+}
+
+#[test]
 fn deadline_ends_the_plan_with_504_and_clips_timeouts() {
     let w = two_tiers(FallbackStrategy::EchelonDown).build();
     let route = w.route("group:g");
