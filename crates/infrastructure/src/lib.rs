@@ -10,4 +10,7 @@
 pub mod backend_factory;
 pub mod fake_upstream;
 pub mod http_client;
+pub mod metrics;
 pub mod provider;
+pub mod telemetry;
+pub mod webhook;

@@ -1,0 +1,279 @@
+//! Logging and tracing: `tracing-subscriber` logs as text or JSON lines carrying the trace id of
+//! the request they belong to, an env-filter level, and OpenTelemetry spans exported over
+//! OTLP/HTTP (protobuf) when an endpoint is configured.
+//!
+//! The rest of Echelon only uses `tracing`: the engine opens one `chat` span per request and one
+//! `attempt` span per upstream attempt (with OpenTelemetry GenAI attributes), and
+//! [`SpanEvents`] turns the domain's routing events (breaker transitions, cooldowns, skipped
+//! candidates with their reason, fallbacks) into events on those spans. This module wires them
+//! to the outside world.
+//!
+//! Exporting never slows a request: ended spans go through [`QueueSpanProcessor`], a bounded
+//! queue with a non-blocking send and one export task; when the collector is slow or down, spans
+//! are dropped and counted ([`ExportStats`], shown in the metrics), never waited for.
+//!
+//! The OpenTelemetry layer is installed even without an endpoint, so that every request has a
+//! trace id for its log lines; spans then end in no exporter.
+
+mod events;
+mod export;
+
+use core::time::Duration;
+use std::fmt;
+use std::sync::Arc;
+
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use tracing::Subscriber;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry};
+
+pub use self::events::SpanEvents;
+pub use self::export::{ExportOptions, ExportStats, Flusher, QueueSpanProcessor};
+use crate::http_client::{HttpClientSettings, build_http_client};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Telemetry settings (`[telemetry]` in `gateway.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryOptions {
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter in env-filter syntax, e.g. `info` or `info,echelon=debug`.
+    pub log_filter: String,
+    /// OTLP/HTTP base endpoint (`http://collector:4318`); spans go to `<endpoint>/v1/traces`.
+    /// `None`: no export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+    /// The export queue.
+    pub export: ExportOptions,
+}
+
+impl Default for TelemetryOptions {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+            otlp_endpoint: None,
+            service_name: "echelon".to_owned(),
+            export: ExportOptions::default(),
+        }
+    }
+}
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log filter does not parse.
+    #[error("invalid log filter `{filter}`: {reason}")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("cannot set up trace export: {reason}")]
+    Exporter {
+        /// Why, without the endpoint (it may hold credentials).
+        reason: String,
+    },
+    /// A global subscriber is already installed.
+    #[error("a tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// The installed telemetry: keeps the tracer provider alive; shut it down before exit so the
+/// last spans are exported.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    stats: Arc<ExportStats>,
+    flusher: Option<Flusher>,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("exporting", &self.flusher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// The export queue's counters (all zero without an endpoint); hand them to
+    /// [`crate::metrics::Metrics::observe_span_export`].
+    pub fn export_stats(&self) -> Arc<ExportStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Exports what is queued (waiting at most `timeout`) and shuts the provider down.
+    pub async fn shutdown(self, timeout: Duration) {
+        if let Some(flusher) = &self.flusher {
+            flusher.flush(timeout).await;
+        }
+        let _ = self.provider.shutdown_with_timeout(timeout);
+    }
+}
+
+/// Builds a tracer provider whose spans go through a [`QueueSpanProcessor`] to `exporter`
+/// (`None`: spans are created, with ids, and dropped at their end).
+pub fn tracer_provider<E: SpanExporter + 'static>(
+    exporter: Option<E>,
+    service_name: &str,
+    export: ExportOptions,
+) -> (SdkTracerProvider, Arc<ExportStats>, Option<Flusher>) {
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut stats = Arc::new(ExportStats::default());
+    let mut flusher = None;
+    if let Some(mut exporter) = exporter {
+        exporter.set_resource(&resource);
+        let processor = QueueSpanProcessor::start(exporter, export);
+        stats = processor.stats();
+        flusher = Some(processor.flusher());
+        builder = builder.with_span_processor(processor);
+    }
+    (builder.build(), stats, flusher)
+}
+
+/// The OTLP/HTTP protobuf exporter for `endpoint`, over Echelon's own HTTP client (no hidden
+/// retries, no redirects, no proxies from the environment).
+///
+/// # Errors
+/// When the endpoint or the client is refused.
+pub fn otlp_exporter(
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let client = build_http_client(&HttpClientSettings {
+        connect_timeout: timeout.min(Duration::from_secs(5)),
+        request_timeout: timeout,
+        pool_idle_timeout: Duration::from_secs(60),
+        pool_max_idle_per_host: 4,
+    })
+    .map_err(|e| TelemetryError::Exporter {
+        reason: e.to_string(),
+    })?;
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(timeout)
+        .build()
+        .map_err(|e| TelemetryError::Exporter {
+            reason: e.to_string(),
+        })
+}
+
+/// Installs the global subscriber: logs to stderr in `options.log_format` filtered by
+/// `options.log_filter`, with trace ids, and OpenTelemetry spans exported to
+/// `options.otlp_endpoint` when set. Call once, inside the tokio runtime.
+///
+/// # Errors
+/// A bad filter, an exporter that cannot be built, or a subscriber already installed.
+pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
+    let filter = EnvFilter::try_new(&options.log_filter).map_err(|e| TelemetryError::Filter {
+        filter: options.log_filter.clone(),
+        reason: e.to_string(),
+    })?;
+    let exporter = match &options.otlp_endpoint {
+        Some(endpoint) => Some(otlp_exporter(endpoint, options.export.timeout)?),
+        None => None,
+    };
+    let (provider, stats, flusher) =
+        tracer_provider(exporter, &options.service_name, options.export);
+    let tracer = provider.tracer("echelon");
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let registry = Registry::default().with(filter).with(otel);
+    let installed = match options.log_format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .event_format(WithTraceId(tracing_subscriber::fmt::format())),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .event_format(WithTraceId(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .with_current_span(true)
+                            .with_span_list(false),
+                    )),
+            )
+            .try_init(),
+    };
+    installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
+    Ok(Telemetry {
+        provider,
+        stats,
+        flusher,
+    })
+}
+
+/// The trace id of the span an event belongs to, as 32 hex digits.
+pub fn current_trace_id() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let id = span.span_context();
+    id.is_valid().then(|| id.trace_id().to_string())
+}
+
+/// An event format that adds the trace id of the event's span: `trace_id=… ` before a text line,
+/// a `"trace_id"` key in a JSON object.
+#[derive(Debug, Clone)]
+pub struct WithTraceId<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let trace_id = ctx.lookup_current().and_then(|span| {
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            let span = context.span();
+            let id = span.span_context();
+            id.is_valid().then(|| id.trace_id().to_string())
+        });
+        let Some(trace_id) = trace_id else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
+            None => write!(writer, "trace_id={trace_id} {line}"),
+        }
+    }
+}
