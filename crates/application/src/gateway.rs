@@ -235,6 +235,9 @@ impl Gateway {
                                     ttft: None,
                                     usage,
                                 });
+                                let span = tracing::Span::current();
+                                record_answer(&span, &response.model, usage);
+                                span.record("echelon.attempts", plan.attempts_made());
                                 return Ok(Served {
                                     model: Arc::clone(&response.model),
                                     value: response,
@@ -308,6 +311,9 @@ impl Gateway {
                                     generation: Arc::clone(&live),
                                 };
                                 let attempts = settle.attempts_so_far();
+                                let span = tracing::Span::current();
+                                record_answer(&span, &model, None);
+                                span.record("echelon.attempts", attempts.len());
                                 let stream =
                                     ResponseStream::new(stream, buffered, settle, model.clone());
                                 return Ok(Served {
@@ -377,10 +383,10 @@ impl Gateway {
         let deadline = attempt.started + attempt.timeouts.total;
         let call = backend.complete_boxed(attempt.call(&request));
         let result = tokio::time::timeout_at(self.clock.to_tokio(deadline), call)
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         let latency = self.clock.now() - attempt.started;
-        match result {
+        let result = match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(Outcome::Failure { error, latency }),
             Err(_) => Err(timeout_outcome(
@@ -390,7 +396,12 @@ impl Gateway {
                 latency,
                 "no answer",
             )),
+        };
+        match &result {
+            Ok(response) => record_answer(&span, &response.model, response.usage),
+            Err(outcome) => record_outcome(&span, outcome),
         }
+        result
     }
 }
 
@@ -512,6 +523,11 @@ fn served_label(route: &Route, attempt_label: &str) -> String {
 }
 
 fn failed(route: &Route, plan: &Plan, verdict: Verdict) -> ServeError {
+    // Called inside the request's span.
+    let span = tracing::Span::current();
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", verdict.as_str());
+    span.record("echelon.attempts", plan.attempts_made());
     tracing::info!(
         verdict = verdict.as_str(),
         attempts = plan.attempts_made(),
@@ -524,24 +540,77 @@ fn failed(route: &Route, plan: &Plan, verdict: Verdict) -> ServeError {
     }))
 }
 
+/// The span of one request. Its OpenTelemetry attributes follow the GenAI semantic conventions;
+/// the fields left empty are recorded when the request ends ([`record_answer`],
+/// [`record_failure`]).
 fn request_span(route: &Route, stream: bool) -> tracing::Span {
     tracing::info_span!(
         "chat",
         otel.name = "chat",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         echelon.route = %route.label(),
+        echelon.attempts = tracing::field::Empty,
         gen_ai.operation.name = "chat",
         gen_ai.request.model = %route.target,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
         stream,
     )
 }
 
+/// The span of one upstream attempt, a child of the request's span.
 pub(crate) fn attempt_span(attempt: &Attempt) -> tracing::Span {
     tracing::info_span!(
         "attempt",
         otel.name = "chat attempt",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
         echelon.attempt = attempt.number,
         echelon.instance = %attempt.instance,
+        gen_ai.operation.name = "chat",
         gen_ai.system = %attempt.instance.model.provider,
         gen_ai.request.model = %attempt.upstream_model,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
     )
+}
+
+/// Records an answer on a request or attempt span: the model that answered and its usage.
+pub(crate) fn record_answer(
+    span: &tracing::Span,
+    model: &str,
+    usage: Option<echelon_domain::chat::Usage>,
+) {
+    span.record("otel.status_code", "OK");
+    span.record("gen_ai.response.model", model);
+    if let Some(usage) = usage {
+        span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+        span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+    }
+}
+
+/// Records a failed attempt's outcome on its span: the error class, and the upstream's HTTP
+/// status when it answered.
+pub(crate) fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    match outcome {
+        Outcome::Failure { error, .. } => {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error.class.as_str());
+            if let Some(status) = error.status {
+                span.record("http.response.status_code", status);
+            }
+        }
+        Outcome::Cancelled => {
+            span.record("error.type", "cancelled");
+        }
+        Outcome::Success { .. } => {
+            span.record("otel.status_code", "OK");
+        }
+    }
 }

@@ -19,7 +19,9 @@ use futures_util::{Stream, StreamExt};
 use tracing::Instrument;
 
 use crate::clock::TokioClock;
-use crate::gateway::{Generation, attempt_span, humanize, timeout_outcome};
+use crate::gateway::{
+    Generation, attempt_span, humanize, record_answer, record_outcome, timeout_outcome,
+};
 
 /// What the first phase of a streaming attempt produced: the open upstream stream and the chunks
 /// read so far (role-only chunks, then the first content chunk).
@@ -64,11 +66,12 @@ pub(crate) async fn first_content(
             }
         }
     };
+    let span = attempt_span(attempt);
     let result = tokio::time::timeout_at(clock.to_tokio(attempt.started + timer), read)
-        .instrument(attempt_span(attempt))
+        .instrument(span.clone())
         .await;
     let latency = clock.now() - attempt.started;
-    match result {
+    let result = match result {
         Ok(Ok(first)) => Ok(first),
         Ok(Err(error)) => Err(Outcome::Failure { error, latency }),
         Err(_) => Err(timeout_outcome(
@@ -78,7 +81,19 @@ pub(crate) async fn first_content(
             latency,
             "no first token",
         )),
+    };
+    match &result {
+        Ok(first) => {
+            let model = first.buffered.iter().find_map(|c| c.model.as_deref());
+            record_answer(
+                &span,
+                model.unwrap_or(attempt.upstream_model.as_str()),
+                None,
+            );
+        }
+        Err(outcome) => record_outcome(&span, outcome),
     }
+    result
 }
 
 /// What a stream needs to record its attempt's outcome when it ends, however it ends.
