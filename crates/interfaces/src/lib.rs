@@ -3,5 +3,6 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod demo;
 pub mod http;
 pub mod openai;

@@ -3,13 +3,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use echelon_interfaces::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo draws its own live view on stdout; the gateway inside it only speaks up for
+    // errors unless RUST_LOG asks for more.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    echelon_interfaces::cli::run(echelon_interfaces::cli::Cli::parse())
+    echelon_interfaces::cli::run(cli)
 }
