@@ -1,3 +1,4 @@
 //! Integration tests of the gateway binary crate: the HTTP surface and the command line.
 
+mod cli;
 mod http;
