@@ -1,5 +1,6 @@
 //! Integration tests of echelon-infrastructure: adapters over real sockets on 127.0.0.1.
 
+mod engine;
 mod mock;
 mod openai_faults;
 mod retry_hints;
