@@ -2,6 +2,7 @@
 
 mod engine;
 mod mock;
+mod observability;
 mod openai_faults;
 mod retry_hints;
 mod secrets;
