@@ -138,15 +138,20 @@ pub enum StreamEvent {
 ///
 /// It ends after the upstream's clean end (the attempt is recorded as a success), or with one
 /// [`StreamEvent::Failed`] on an upstream error, an idle gap longer than the echelon's
-/// `idle_timeout`, or the attempt's total time running out (recorded as failures). Dropping it
-/// early — the client went away — cancels the upstream call, releases every permit and records
-/// a cancellation.
+/// `idle_timeout`, or the attempt's total time running out (recorded as failures, except when
+/// that time was cut short by the request's own deadline: then it is nobody's fault and recorded
+/// as a cancellation, though the client still sees the failure event). Dropping it early — the
+/// client went away — cancels the upstream call, releases every permit and records a
+/// cancellation.
 pub struct ResponseStream {
     inner: Option<ChunkStream>,
     pending: VecDeque<StreamChunk>,
     timer: Pin<Box<tokio::time::Sleep>>,
     idle: Duration,
     total_deadline: tokio::time::Instant,
+    /// Whether `total_deadline` is the request's overall deadline rather than the attempt's
+    /// own limit.
+    request_bound: bool,
     settle: Option<StreamSettle>,
     ttft: Duration,
     usage: Option<Usage>,
@@ -175,6 +180,7 @@ impl ResponseStream {
         let clock = settle.clock;
         let now = clock.now();
         let total_deadline = clock.to_tokio(started + timeouts.total);
+        let request_bound = started + timeouts.total >= settle.plan.deadline();
         let idle_deadline = (tokio::time::Instant::now() + timeouts.idle).min(total_deadline);
         let usage = buffered.iter().rev().find_map(|c| c.usage);
         let mut stream = Self {
@@ -183,6 +189,7 @@ impl ResponseStream {
             timer: Box::pin(tokio::time::sleep_until(idle_deadline)),
             idle: timeouts.idle,
             total_deadline,
+            request_bound,
             settle: Some(settle),
             ttft: now - started,
             usage,
@@ -223,6 +230,27 @@ impl ResponseStream {
         }
         StreamEvent::Failed(error)
     }
+
+    /// The total time ran out: the upstream's failure when it was the attempt's own limit, a
+    /// cancellation when the request's deadline cut it (as for a non-streaming attempt). The
+    /// client sees a failure event either way.
+    fn finish_out_of_time(&mut self) -> StreamEvent {
+        if !self.request_bound {
+            return self.finish_failure(UpstreamError::new(
+                ErrorClass::Timeout,
+                "stream did not finish within the attempt's total time",
+            ));
+        }
+        self.inner = None;
+        self.pending.clear();
+        if let Some(settle) = self.settle.take() {
+            settle.record(Outcome::Cancelled);
+        }
+        StreamEvent::Failed(UpstreamError::new(
+            ErrorClass::Timeout,
+            "stream did not finish before the request's deadline",
+        ))
+    }
 }
 
 impl Stream for ResponseStream {
@@ -239,11 +267,7 @@ impl Stream for ResponseStream {
         match inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if tokio::time::Instant::now() >= this.total_deadline {
-                    let error = UpstreamError::new(
-                        ErrorClass::Timeout,
-                        "stream did not finish within the attempt's total time",
-                    );
-                    return Poll::Ready(Some(this.finish_failure(error)));
+                    return Poll::Ready(Some(this.finish_out_of_time()));
                 }
                 if chunk.usage.is_some() {
                     this.usage = chunk.usage;
@@ -260,11 +284,10 @@ impl Stream for ResponseStream {
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    let message = if tokio::time::Instant::now() >= this.total_deadline {
-                        "stream did not finish within the attempt's total time".to_owned()
-                    } else {
-                        format!("stream stalled: no chunk for {}", humanize(this.idle))
-                    };
+                    if tokio::time::Instant::now() >= this.total_deadline {
+                        return Poll::Ready(Some(this.finish_out_of_time()));
+                    }
+                    let message = format!("stream stalled: no chunk for {}", humanize(this.idle));
                     let error = UpstreamError::new(ErrorClass::Timeout, message);
                     Poll::Ready(Some(this.finish_failure(error)))
                 }

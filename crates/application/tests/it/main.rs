@@ -3,6 +3,7 @@
 
 mod cancel;
 mod complete;
+mod limits;
 mod reload;
 mod streaming;
 mod support;

@@ -176,6 +176,8 @@ async fn a_trickling_stream_fails_at_the_attempt_total_time() {
     assert_eq!(errors[0].class, ErrorClass::Timeout);
     assert!(!finished_normally(&events));
     assert_eq!(text(&events), ".....");
+    // The echelon's own limit ran out, not the request's: the upstream was too slow.
+    assert_eq!(h.instance("a/m#0").stats.failures, 1);
     h.assert_idle();
 }
 
@@ -266,5 +268,65 @@ async fn a_stream_that_fails_everywhere_before_content_is_a_clean_error() {
             ("b/m#0".into(), failed(ErrorClass::Server, None)),
         ]
     );
+    h.assert_idle();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_deadline_ends_a_relayed_stream_without_blaming_the_upstream() {
+    let mut b = Builder::new()
+        .provider("a", 1)
+        .provider("b", 1)
+        .model("a/m", None)
+        .model("b/m", None)
+        .group("g", &[&["a/m"], &["b/m"]])
+        .echelons(|e| {
+            e.timeout = secs(30);
+            e.idle_timeout = secs(10);
+        });
+    b.group_mut("g").fallback.deadline = secs(3);
+    let h = Harness::new(b.build());
+    let mut pieces = vec![Piece::Role];
+    for _ in 0..10 {
+        pieces.push(Piece::Text("."));
+        pieces.push(Piece::Sleep(ms(700)));
+    }
+    pieces.push(Piece::Finish);
+    h.backend.on("a/m", [Reply::Stream(pieces)]);
+    let started = tokio::time::Instant::now();
+    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let events = drain(served.value).await;
+    assert_eq!(
+        started.elapsed(),
+        secs(3),
+        "the request's deadline bounds the stream"
+    );
+    let errors = failures(&events);
+    assert_eq!(errors.len(), 1, "the client still sees an explicit failure");
+    assert_eq!(errors[0].class, ErrorClass::Timeout);
+    assert!(!finished_normally(&events));
+    let a = h.instance("a/m#0");
+    assert_eq!(
+        (a.stats.failures, a.stats.cancelled),
+        (0, 1),
+        "the request's own deadline is nobody's fault: {:?}",
+        a.stats
+    );
+    assert_eq!(a.health, echelon_domain::health::HealthState::Healthy);
+    h.assert_idle();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_retry_after_before_the_first_token_is_waited_out() {
+    let h = harness(|_| {});
+    h.backend.on(
+        "a/m",
+        [crate::support::rate_limited(secs(2)), Reply::Answer],
+    );
+    let started = tokio::time::Instant::now();
+    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    assert_eq!(started.elapsed(), secs(2));
+    assert!(served.route.contains("echelon1"), "{}", served.route);
+    assert!(finished_normally(&drain(served.value).await));
+    assert_eq!(h.backend.calls("b/m"), 0);
     h.assert_idle();
 }

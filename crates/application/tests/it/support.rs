@@ -276,6 +276,7 @@ impl Drop for Live {
 pub struct ScriptBackend {
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     calls: Mutex<Vec<(InstanceId, bool)>>,
+    requests: Mutex<Vec<ChatRequest>>,
     live: Arc<AtomicUsize>,
 }
 
@@ -292,8 +293,10 @@ impl ScriptBackend {
         self.on(instance, replies);
     }
 
-    fn next_reply(&self, instance: &InstanceId, stream: bool) -> Reply {
+    fn next_reply(&self, call: Call<'_>, stream: bool) -> Reply {
+        let instance = call.instance;
         self.calls.lock().unwrap().push((instance.clone(), stream));
+        self.requests.lock().unwrap().push(call.request.clone());
         let mut scripts = self.scripts.lock().unwrap();
         let key = instance.to_string();
         let key = if scripts.contains_key(&key) {
@@ -316,6 +319,11 @@ impl ScriptBackend {
             .iter()
             .filter(|(id, _)| id.to_string() == target || id.model.to_string() == target)
             .count()
+    }
+
+    /// The requests received, in order, as the upstream saw them.
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.requests.lock().unwrap().clone()
     }
 
     /// Every call received.
@@ -403,7 +411,7 @@ fn response(model: &str, text: String) -> ChatResponse {
 impl ChatBackend for ScriptBackend {
     async fn complete(&self, call: Call<'_>) -> Result<ChatResponse, UpstreamError> {
         let _live = Live::start(&self.live);
-        let mut reply = self.next_reply(call.instance, false);
+        let mut reply = self.next_reply(call, false);
         loop {
             return match reply {
                 Reply::Answer => Ok(response(call.upstream_model, "hello world".into())),
@@ -421,7 +429,7 @@ impl ChatBackend for ScriptBackend {
 
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         let live = Live::start(&self.live);
-        let mut reply = self.next_reply(call.instance, true);
+        let mut reply = self.next_reply(call, true);
         let model = call.upstream_model.to_owned();
         loop {
             return match reply {

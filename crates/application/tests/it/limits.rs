@@ -1,0 +1,141 @@
+//! Saturation and rate limits spill to the next echelon instead of failing, and echelon request
+//! defaults reach the upstream.
+
+use std::sync::Arc;
+
+use echelon_domain::name::ModelRef;
+use echelon_domain::plan::Verdict;
+
+use crate::support::{Builder, Harness, Reply, failure, ms, request, secs};
+
+fn builder() -> Builder {
+    Builder::new()
+        .provider("a", 1)
+        .provider("b", 1)
+        .model("a/m", None)
+        .model("b/m", None)
+        .group("g", &[&["a/m"], &["b/m"]])
+}
+
+async fn until_called(h: &Harness, target: &str, times: usize) {
+    for _ in 0..1_000 {
+        if h.backend.calls(target) >= times {
+            return;
+        }
+        tokio::time::sleep(ms(1)).await;
+    }
+    panic!("{target} was not called {times} times");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saturated_echelon_or_instance_spills_to_the_next_echelon_at_once() {
+    let mut by_echelon = builder();
+    by_echelon.group_mut("g").echelons[0].concurrency_limit = Some(1);
+    let mut by_instance = builder();
+    by_instance
+        .topology
+        .models
+        .get_mut(&ModelRef::new("a", "m"))
+        .unwrap()
+        .limits
+        .max_concurrency = Some(1);
+    for b in [by_echelon, by_instance] {
+        let h = Harness::new(b.build());
+        h.backend
+            .on("a/m", [Reply::After(secs(5), Box::new(Reply::Answer))]);
+        let gateway = Arc::clone(&h.gateway);
+        let first = tokio::spawn(async move { gateway.complete("group:g", request()).await });
+        until_called(&h, "a/m", 1).await;
+
+        let started = tokio::time::Instant::now();
+        let served = h.gateway.complete("group:g", request()).await.unwrap();
+        assert_eq!(started.elapsed(), ms(0), "no waiting for a busy echelon");
+        assert!(served.route.contains("echelon2"), "{}", served.route);
+        assert!(served.attempts.len() == 1, "a skip is not an attempt");
+
+        let served = first.await.unwrap().unwrap();
+        assert!(served.route.contains("echelon1"), "{}", served.route);
+        assert_eq!(h.backend.calls("a/m"), 1);
+        h.assert_idle();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn everything_saturated_answers_429_at_once_without_an_upstream_call() {
+    let h = Harness::new(
+        builder()
+            .echelons(|e| e.concurrency_limit = Some(1))
+            .build(),
+    );
+    h.backend
+        .on("a/m", [Reply::After(secs(5), Box::new(Reply::Answer))]);
+    h.backend
+        .on("b/m", [Reply::After(secs(5), Box::new(Reply::Answer))]);
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let gateway = Arc::clone(&h.gateway);
+        busy.push(tokio::spawn(async move {
+            gateway.complete("group:g", request()).await
+        }));
+    }
+    until_called(&h, "b/m", 1).await;
+    until_called(&h, "a/m", 1).await;
+    let f = failure(h.gateway.complete("group:g", request()).await);
+    assert_eq!(
+        f.verdict,
+        Verdict::RateLimited {
+            retry_after: secs(1)
+        }
+    );
+    assert!(f.attempts.is_empty());
+    assert_eq!(h.backend.total_calls(), 2);
+    for task in busy {
+        task.await.unwrap().unwrap();
+    }
+    h.assert_idle();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_echelon_rpm_limit_spills_and_refills() {
+    let mut b = builder();
+    b.group_mut("g").echelons[0].rpm_limit = Some(2);
+    let h = Harness::new(b.build());
+    let mut routes = Vec::new();
+    for _ in 0..3 {
+        let served = h.gateway.complete("group:g", request()).await.unwrap();
+        routes.push(served.route);
+    }
+    assert_eq!(
+        routes,
+        [
+            "g › echelon1 › a/m#0",
+            "g › echelon1 › a/m#0",
+            "g › echelon2 › b/m#0"
+        ]
+    );
+    // Two a minute: one request's worth comes back every thirty seconds.
+    tokio::time::advance(secs(31)).await;
+    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    assert_eq!(served.route, "g › echelon1 › a/m#0");
+    h.assert_idle();
+}
+
+#[tokio::test(start_paused = true)]
+async fn echelon_defaults_fill_only_what_the_client_left_unset() {
+    let mut b = builder();
+    let defaults = &mut b.group_mut("g").echelons[0].defaults;
+    defaults.max_tokens = Some(256);
+    defaults.temperature = Some(0.25);
+    let h = Harness::new(b.build());
+    h.gateway.complete("group:g", request()).await.unwrap();
+    let mut own = request();
+    own.params.max_tokens = Some(10);
+    h.gateway.stream("group:g", own).await.unwrap();
+    let seen: Vec<_> = h
+        .backend
+        .requests()
+        .iter()
+        .map(|r| (r.params.max_tokens, r.params.temperature))
+        .collect();
+    assert_eq!(seen, [(Some(256), Some(0.25)), (Some(10), Some(0.25))]);
+}
