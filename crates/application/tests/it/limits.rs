@@ -139,3 +139,69 @@ async fn echelon_defaults_fill_only_what_the_client_left_unset() {
         .collect();
     assert_eq!(seen, [(Some(256), Some(0.25)), (Some(10), Some(0.25))]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn everything_open_or_dead_answers_503_at_once() {
+    let mut b = Builder::new()
+        .provider("a", 1)
+        .provider("b", 1)
+        .model("a/m", None)
+        .model("b/m", None)
+        .pool("pa", &[("a/m", 0)])
+        .pool("pb", &[("b/m", 0)])
+        .group("g", &[&["pool:pa"], &["pool:pb"]]);
+    for pool in ["pa", "pb"] {
+        b.pool_mut(pool).breaker = echelon_domain::spec::BreakerPolicy {
+            failure_threshold: 1,
+            recovery_time: secs(20),
+            max_recovery_time: secs(20),
+            ..echelon_domain::spec::BreakerPolicy::default()
+        };
+    }
+    let h = Harness::new(b.build());
+    h.backend.on("a/m", [crate::support::server_error()]);
+    h.backend.on("b/m", [crate::support::server_error()]);
+    let f = failure(h.gateway.complete("group:g", request()).await);
+    assert!(
+        matches!(f.verdict, Verdict::Exhausted { .. }),
+        "{:?}",
+        f.verdict
+    );
+    assert_eq!(h.backend.total_calls(), 2);
+
+    tokio::time::advance(secs(5)).await;
+    let f = failure(h.gateway.complete("group:g", request()).await);
+    let Verdict::Unavailable {
+        retry_after: Some(after),
+    } = f.verdict
+    else {
+        panic!("{:?}", f.verdict);
+    };
+    // Open for 20 s plus at most a fifth of jitter, 5 s of which have passed.
+    assert!(after >= secs(15) && after <= secs(19), "{after:?}");
+    assert_eq!(f.verdict.status(), 503);
+    assert!(f.attempts.is_empty());
+    assert_eq!(
+        h.backend.total_calls(),
+        2,
+        "no upstream call while everything is open"
+    );
+    let explained = h.gateway.explain("group:g").unwrap();
+    assert_eq!(explained.verdict.map(|v| v.status), Some(503));
+
+    // Dead keys everywhere: 503 without a time to come back.
+    let h = Harness::new(builder().build());
+    let auth = || {
+        Reply::Fail(crate::support::fail(
+            echelon_domain::error::ErrorClass::Auth,
+            Some(401),
+        ))
+    };
+    h.backend.on("a/m", [auth()]);
+    h.backend.on("b/m", [auth()]);
+    failure(h.gateway.complete("group:g", request()).await);
+    let f = failure(h.gateway.complete("group:g", request()).await);
+    assert_eq!(f.verdict, Verdict::Unavailable { retry_after: None });
+    assert_eq!(h.backend.total_calls(), 2);
+    h.assert_idle();
+}
