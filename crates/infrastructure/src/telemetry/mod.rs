@@ -20,13 +20,14 @@ mod export;
 
 use core::time::Duration;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
-use tracing::Subscriber;
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -203,25 +204,27 @@ pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
         tracer_provider(exporter, &options.service_name, options.export);
     let tracer = provider.tracer("echelon");
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let registry = Registry::default().with(filter).with(otel);
+    let source = TraceIdSource::default();
+    let registry = Registry::default()
+        .with(filter)
+        .with(otel)
+        .with(source.clone());
     let installed = match options.log_format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .event_format(WithTraceId(tracing_subscriber::fmt::format())),
+                    .map_event_format(|f| WithTraceId::new(f, source.clone())),
             )
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
                     .with_writer(std::io::stderr)
-                    .event_format(WithTraceId(
-                        tracing_subscriber::fmt::format()
-                            .json()
-                            .with_current_span(true)
-                            .with_span_list(false),
-                    )),
+                    .map_event_format(|f| WithTraceId::new(f, source.clone())),
             )
             .try_init(),
     };
@@ -242,10 +245,45 @@ pub fn current_trace_id() -> Option<String> {
     id.is_valid().then(|| id.trace_id().to_string())
 }
 
+/// Where [`WithTraceId`] reads trace ids from: a layer that keeps a handle on the subscriber it
+/// is part of. (Inside an event, `tracing`'s current dispatcher is not reachable, so the handle
+/// is taken when the subscriber is built.)
+#[derive(Debug, Clone, Default)]
+pub struct TraceIdSource(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for TraceIdSource {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
+}
+
+impl TraceIdSource {
+    /// The trace id of span `id`, as 32 hex digits, when the OpenTelemetry layer gave it one.
+    pub fn trace_id(&self, id: &tracing::span::Id) -> Option<String> {
+        let dispatch = self.0.get()?.upgrade()?;
+        let context = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+        let span = context.span();
+        let span_context = span.span_context();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
+    }
+}
+
 /// An event format that adds the trace id of the event's span: `trace_id=… ` before a text line,
 /// a `"trace_id"` key in a JSON object.
 #[derive(Debug, Clone)]
-pub struct WithTraceId<F>(pub F);
+pub struct WithTraceId<F> {
+    inner: F,
+    source: TraceIdSource,
+}
+
+impl<F> WithTraceId<F> {
+    /// Wraps `inner`, reading trace ids from `source` (a layer of the same subscriber).
+    pub fn new(inner: F, source: TraceIdSource) -> Self {
+        Self { inner, source }
+    }
+}
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
 where
@@ -259,21 +297,137 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let trace_id = ctx.lookup_current().and_then(|span| {
-            let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-            let span = context.span();
-            let id = span.span_context();
-            id.is_valid().then(|| id.trace_id().to_string())
-        });
+        let trace_id = ctx
+            .lookup_current()
+            .and_then(|span| self.source.trace_id(&span.id()));
         let Some(trace_id) = trace_id else {
-            return self.0.format_event(ctx, writer, event);
+            return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::with_capacity(256);
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
         match line.strip_prefix('{') {
             Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
             None => write!(writer, "trace_id={trace_id} {line}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn is_trace_id(s: &str) -> bool {
+        s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) && s != "0".repeat(32)
+    }
+
+    #[tokio::test]
+    async fn log_lines_carry_the_trace_id_of_their_request_in_text_and_json() {
+        let (provider, _, _) = tracer_provider(
+            None::<InMemorySpanExporter>,
+            "echelon-test",
+            ExportOptions::default(),
+        );
+        let text = Buffer::default();
+        let json = Buffer::default();
+        let (t, j) = (text.clone(), json.clone());
+        let tracer = provider.tracer("test");
+        let (ts, js) = (TraceIdSource::default(), TraceIdSource::default());
+        let text_logs = Registry::default()
+            .with(tracing_opentelemetry::layer().with_tracer(tracer.clone()))
+            .with(ts.clone())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || t.clone())
+                    .map_event_format(|f| WithTraceId::new(f, ts)),
+            );
+        let json_logs = Registry::default()
+            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .with(js.clone())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(move || j.clone())
+                    .map_event_format(|f| WithTraceId::new(f, js)),
+            );
+        let mut ids = Vec::new();
+        for subscriber in [
+            tracing::Dispatch::new(text_logs),
+            tracing::Dispatch::new(json_logs),
+        ] {
+            let _guard = tracing::dispatcher::set_default(&subscriber);
+            tracing::info!("outside any request");
+            let span = tracing::info_span!("chat", route = "pool:main");
+            ids.push(span.in_scope(|| {
+                tracing::info!("inside a request");
+                current_trace_id()
+            }));
+        }
+        let inside = ids[0].clone().expect("a request span has a trace id");
+        assert!(is_trace_id(&inside));
+        let in_json = ids[1].clone().expect("a request span has a trace id");
+
+        let text = text.lines();
+        assert!(!text[0].contains("trace_id="), "{}", text[0]);
+        assert!(
+            text[1].starts_with(&format!("trace_id={inside} ")),
+            "{}",
+            text[1]
+        );
+        assert!(text[1].ends_with("inside a request"));
+
+        let json = json.lines();
+        let outside: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+        assert!(outside.get("trace_id").is_none());
+        let line: serde_json::Value = serde_json::from_str(&json[1]).unwrap();
+        assert_eq!(line["trace_id"], in_json.as_str());
+        assert_eq!(line["span"]["route"], "pool:main");
+        assert_eq!(line["fields"]["message"], "inside a request");
+    }
+
+    #[test]
+    fn a_bad_filter_is_refused_with_its_text() {
+        let options = TelemetryOptions {
+            log_filter: "info,[[".to_owned(),
+            ..TelemetryOptions::default()
+        };
+        let error = init(&options).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid log filter `info,[[`"),
+            "{error}"
+        );
     }
 }

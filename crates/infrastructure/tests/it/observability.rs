@@ -222,6 +222,9 @@ async fn one_request_span_with_one_child_per_attempt_and_no_secrets() {
     assert_eq!(text(root, "gen_ai.request.model"), "pool:main");
     assert_eq!(text(root, "gen_ai.response.model"), "fail-first-1");
     assert_eq!(text(root, "echelon.attempts"), "2");
+    // Routing events land on the request's span: the failed key turned degraded.
+    let events: Vec<&str> = root.events.iter().map(|e| e.name.as_ref()).collect();
+    assert!(events.contains(&"health transition"), "{events:?}");
 
     // No key anywhere: attributes, events, status messages.
     let everything = format!("{spans:?}");
