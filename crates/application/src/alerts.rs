@@ -1945,4 +1945,21 @@ mod tests {
             assert!(r.sample.fits(info.kind), "{} {:?}", r.metric, r.sample);
         }
     }
+
+    #[test]
+    fn every_metric_named_in_the_shipped_gateway_toml_is_known() {
+        // configs/gateway.toml: the active rules and the commented ones.
+        for name in [
+            "pool_healthy_ratio",
+            "upstream_error_rate",
+            "breaker_open",
+            "keys_dead",
+            "p95_latency",
+            "request_error_rate",
+            "limiter_saturation",
+            "config_reload_failures",
+        ] {
+            assert!(metric(name).is_some(), "{name}");
+        }
+    }
 }
