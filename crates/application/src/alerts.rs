@@ -738,6 +738,9 @@ pub enum AlertRuleError {
     },
 }
 
+/// How often the background task evaluates the rules, unless told otherwise.
+pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
+
 /// Bounds of the engine's memory and history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertEngineOptions {
@@ -1961,5 +1964,42 @@ mod tests {
         ] {
             assert!(metric(name).is_some(), "{name}");
         }
+    }
+
+    struct Fixed(f64);
+
+    impl ReadingSource for Fixed {
+        fn read(&self, out: &mut Vec<Reading>) {
+            out.push(gauge("pool_healthy_ratio", "pool:a", self.0));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_background_task_evaluates_every_interval_until_shut_down() {
+        let (engine, inbox) = engine(&[threshold(
+            "pool-unhealthy",
+            "pool_healthy_ratio",
+            None,
+            Comparison::Less,
+            0.5,
+        )]);
+        let engine = Arc::new(engine);
+        let clock = Arc::new(crate::clock::TokioClock::new());
+        let task = Arc::clone(&engine).spawn(
+            vec![Arc::new(Fixed(0.0))],
+            clock,
+            DEFAULT_EVALUATION_INTERVAL,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(inbox.take().len(), 1, "the first evaluation runs at once");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(inbox.take().is_empty(), "still firing: nothing new");
+        assert_eq!(engine.view().active.len(), 1);
+        task.shutdown().await;
+        assert_eq!(
+            Arc::strong_count(&engine),
+            1,
+            "the task let go of the engine"
+        );
     }
 }
