@@ -97,6 +97,9 @@ pub enum TelemetryError {
     /// A global subscriber is already installed.
     #[error("a tracing subscriber is already installed")]
     AlreadyInstalled,
+    /// Trace export needs a tokio runtime to run its export task.
+    #[error("trace export must be set up inside the tokio runtime")]
+    NoRuntime,
 }
 
 /// The installed telemetry: keeps the tracer provider alive; shut it down before exit so the
@@ -133,6 +136,9 @@ impl Telemetry {
 
 /// Builds a tracer provider whose spans go through a [`QueueSpanProcessor`] to `exporter`
 /// (`None`: spans are created, with ids, and dropped at their end).
+///
+/// # Panics
+/// With an exporter, outside a tokio runtime (the export task needs one).
 pub fn tracer_provider<E: SpanExporter + 'static>(
     exporter: Option<E>,
     service_name: &str,
@@ -197,7 +203,12 @@ pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
         reason: e.to_string(),
     })?;
     let exporter = match &options.otlp_endpoint {
-        Some(endpoint) => Some(otlp_exporter(endpoint, options.export.timeout)?),
+        Some(endpoint) => {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(TelemetryError::NoRuntime);
+            }
+            Some(otlp_exporter(endpoint, options.export.timeout)?)
+        }
         None => None,
     };
     let (provider, stats, flusher) =
