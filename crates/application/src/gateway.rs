@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -101,7 +101,8 @@ pub struct Gateway {
     clock: TokioClock,
     rng: Arc<dyn Random>,
     options: EngineOptions,
-    reloads: AtomicU64,
+    /// Makes reloads one at a time, so that each builds on the generation before it.
+    reload_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -138,7 +139,7 @@ impl Gateway {
             clock,
             rng,
             options,
-            reloads: AtomicU64::new(0),
+            reload_lock: Mutex::new(()),
         })
     }
 
@@ -149,6 +150,10 @@ impl Gateway {
     /// # Errors
     /// When a backend cannot be built; the old generation keeps serving.
     pub fn reload(&self, topology: Topology) -> Result<u64, BackendError> {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.live.load_full();
         let topology = Arc::new(topology);
         let backends = Backends::build(&topology, self.factory.as_ref(), Some(&old.backends))?;
@@ -164,7 +169,6 @@ impl Gateway {
             table: Arc::new(table),
             backends,
         }));
-        self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(number)
     }
 

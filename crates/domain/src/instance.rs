@@ -488,6 +488,11 @@ impl InstanceState {
         drop(permit);
     }
 
+    /// Counts an attempt dropped without an outcome; its permit releases itself.
+    pub(crate) fn count_cancelled(&self) {
+        self.counters.cancelled();
+    }
+
     /// Extends the cooldown to `until`; a deadline only ever moves later.
     pub fn start_cooldown(
         &self,

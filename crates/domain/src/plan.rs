@@ -192,7 +192,34 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// Counts a cancellation when an attempt is dropped without [`Plan::record`]; disarmed by it.
+struct CancelOnDrop {
+    instance: SharedInstance,
+    pool: Arc<Counters>,
+    group: Option<Arc<Counters>>,
+    echelon: Option<Arc<EchelonRuntime>>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.instance.count_cancelled();
+        self.pool.cancelled();
+        if let Some(group) = &self.group {
+            group.cancelled();
+        }
+        if let Some(echelon) = &self.echelon {
+            echelon.live.counters.cancelled();
+        }
+    }
+}
+
 struct Held {
+    /// Declared first so that it runs before the permits below are released.
+    cancel_on_drop: CancelOnDrop,
     instance: SharedInstance,
     permit: InstancePermit,
     /// The pool's own limits, released when the attempt ends.
@@ -544,6 +571,7 @@ impl Plan {
             ..
         } = attempt;
         let Held {
+            mut cancel_on_drop,
             instance,
             permit,
             _pool_permit: _,
@@ -554,6 +582,7 @@ impl Plan {
             target,
             member,
         } = held;
+        cancel_on_drop.armed = false;
         let sink = Arc::clone(&self.sink);
         let sink = &*sink;
         let index = usize::try_from(number.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -1112,6 +1141,13 @@ impl Plan {
             panic,
             started: now,
             held: Held {
+                cancel_on_drop: CancelOnDrop {
+                    instance: Arc::clone(instance),
+                    pool: Arc::clone(&pool.counters),
+                    group: stage.group_counters.clone(),
+                    echelon: echelon.as_ref().map(|(e, _)| Arc::clone(e)),
+                    armed: true,
+                },
                 instance: Arc::clone(instance),
                 permit,
                 _pool_permit: pool_permit.take().map(|mut p| {

@@ -579,6 +579,15 @@ fn cancelled_and_dropped_attempts_release_every_permit() {
     assert_eq!(w.table.instance(&id).unwrap().in_flight(), 0);
     let snap = w.table.group_snapshot(&"g".into(), w.now()).unwrap();
     assert_eq!(snap.echelons[0].in_flight, 0);
+    // Both the recorded and the dropped attempt count as cancellations, everywhere.
+    assert_eq!(snap.stats.cancelled, 2);
+    assert_eq!(snap.echelons[0].stats.cancelled, 2);
+    let instance = w.table.instance_snapshot(&id, w.now()).unwrap();
+    assert_eq!(instance.stats.cancelled, instance.stats.attempts);
+    assert_eq!(
+        instance.stats.successes + instance.stats.failures + instance.stats.cancelled,
+        instance.stats.attempts
+    );
 }
 
 #[test]
