@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation. `cargo xtask check` is the one command that says the tree
 //! is healthy; see `cargo xtask help`.
 
+mod bench;
 mod lex;
 mod model;
 mod rules;
@@ -22,7 +23,8 @@ commands:
   check           format, clippy, architecture rules, tests and examples; stops at the first failure
   rules           only the architecture rules (the third step of `check`)
   examples        build and run every example target of the workspace (the end of `check`)
-  bench [ARGS..]  cargo bench --workspace, ARGS passed through (e.g. `-- --quick`)
+  bench [OPTS..]  the gateway benchmark: direct vs bare proxy vs Echelon (`bench --help`)
+  bench domain    the domain's criterion benches, ARGS passed through (e.g. `-- --quick`)
   domain-deps     list what echelon-domain builds on, to maintain the allowlist in xtask/src/rules.rs
   help            this text";
 
@@ -46,7 +48,11 @@ fn run(args: &[String]) -> Result<()> {
         Some("check") => check(&root),
         Some("rules") => architecture_rules(&root),
         Some("examples") => examples(&root),
-        Some("bench") => bench(&root, &args[1..]),
+        Some("bench") => bench::main(&root, &args[1..]),
+        // Hidden helpers of the gateway benchmark, run as separate processes.
+        Some("bench-run") => bench::run_main(&root, &args[1..]),
+        Some("bench-proxy") => bench::proxy::main(&args[1..]),
+        Some("bench-load") => bench::load_main(&args[1..]),
         Some("domain-deps") => domain_deps(&root),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
@@ -166,12 +172,6 @@ fn examples(root: &Path) -> Result<()> {
         println!("\n--> {found} example(s) ran");
     }
     Ok(())
-}
-
-fn bench(root: &Path, extra: &[String]) -> Result<()> {
-    let mut args = vec!["bench", "--workspace"];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(root, &args)
 }
 
 fn domain_deps(root: &Path) -> Result<()> {
