@@ -66,6 +66,9 @@ pub struct Served<T> {
     pub value: T,
     /// `wrapper › group › echelon › instance` of the attempt that answered.
     pub route: String,
+    /// The configured name the request resolved to (the wrapper, or `group:NAME`, `pool:NAME`,
+    /// `provider/model`): a bounded label for metrics, never the client's raw text.
+    pub route_name: String,
     /// The model that actually answered, as the upstream named it.
     pub model: Arc<str>,
     /// Every attempt made, in order.
@@ -90,6 +93,8 @@ pub struct FailedRequest {
     pub verdict: Verdict,
     /// The route's label (`wrapper › group:NAME`).
     pub route: String,
+    /// The configured name the request resolved to; see [`Served::route_name`].
+    pub route_name: String,
     /// Every attempt made, in order.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -246,6 +251,7 @@ impl Gateway {
                                     model: Arc::clone(&response.model),
                                     value: response,
                                     route: served_label(&route, &label),
+                                    route_name: route_name(&route),
                                     attempts: plan.attempts().to_vec(),
                                 });
                             }
@@ -323,6 +329,7 @@ impl Gateway {
                                 return Ok(Served {
                                     value: stream,
                                     route: label,
+                                    route_name: route_name(&route),
                                     model,
                                     attempts,
                                 });
@@ -540,8 +547,17 @@ fn failed(route: &Route, plan: &Plan, verdict: Verdict) -> ServeError {
     ServeError::Failed(Box::new(FailedRequest {
         verdict,
         route: route.label(),
+        route_name: route_name(route),
         attempts: plan.attempts().to_vec(),
     }))
+}
+
+/// The configured name a route was reached by: the wrapper, or the target itself.
+fn route_name(route: &Route) -> String {
+    match &route.wrapper {
+        Some(wrapper) => wrapper.to_string(),
+        None => route.target.to_string(),
+    }
 }
 
 /// The span of one request. Its OpenTelemetry attributes follow the GenAI semantic conventions;

@@ -10,12 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use echelon_application::alerts::{
+    self, AlertEngine, AlertEngineOptions, AlertNotifier, LogNotifier, Notifiers, ReadingSource,
+    SnapshotReadings,
+};
 use echelon_application::backends::BackendFactory;
+use echelon_application::clock::TokioClock;
 use echelon_application::gateway::{EngineOptions, Gateway};
-use echelon_config::{ConfigReport, LoadedConfig, ProcessEnv, Reload};
+use echelon_application::health_check::{BackgroundTask, HealthCheckOptions, HealthChecker};
+use echelon_application::history::{DEFAULT_HISTORY, EventHistory, FanOut};
+use echelon_config::{ConfigReport, GatewaySettings, LoadedConfig, ProcessEnv, Reload};
+use echelon_domain::events::EventSink;
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::TableOptions;
 use echelon_infrastructure::backend_factory::ProviderBackends;
+use echelon_infrastructure::metrics::{Metrics, MetricsOptions};
+use echelon_infrastructure::telemetry::SpanEvents;
+use echelon_infrastructure::webhook::{WebhookNotifier, WebhookOptions};
 use serde::Serialize;
 
 use crate::auth::KeyRing;
@@ -52,6 +63,7 @@ pub struct ReloadStatus {
 pub struct ConfigControl {
     dir: PathBuf,
     gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
     keys: Arc<ArcSwap<KeyRing>>,
     current: ArcSwap<LoadedConfig>,
     status: Mutex<ReloadStatus>,
@@ -132,6 +144,7 @@ impl ConfigControl {
                 )
             }
         };
+        self.metrics.record_reload(record.applied);
         let mut status = self
             .status
             .lock()
@@ -182,6 +195,30 @@ pub struct Components {
     pub keys: Arc<ArcSwap<KeyRing>>,
     /// Reloading.
     pub control: Arc<ConfigControl>,
+    /// Prometheus metrics; also the engine's event sink.
+    pub metrics: Arc<Metrics>,
+    /// Recent fallbacks and breaker transitions, for `/admin/status`.
+    pub history: Arc<EventHistory>,
+    /// The health checker and alert engine, once [`start_background`] has run.
+    pub operations: Arc<Operations>,
+}
+
+/// The background parts of a running gateway, readable by the admin API.
+#[derive(Default)]
+pub struct Operations {
+    /// Active health probes.
+    pub checker: std::sync::OnceLock<Arc<HealthChecker>>,
+    /// Alert rules and their state.
+    pub alerts: std::sync::OnceLock<Arc<AlertEngine>>,
+}
+
+impl std::fmt::Debug for Operations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operations")
+            .field("checker", &self.checker.get().is_some())
+            .field("alerts", &self.alerts.get().is_some())
+            .finish()
+    }
 }
 
 /// Options for building the engine that do not come from the configuration tree.
@@ -222,8 +259,23 @@ pub fn build(
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0x5EED, |d| d.as_nanos() as u64);
+    let metrics = Arc::new(Metrics::new(MetricsOptions::default()));
+    // Every domain event goes to the metrics, to the current trace span and to any sink the
+    // caller added; the history keeps the last fallbacks and breaker transitions on top.
+    let sinks: Vec<Arc<dyn EventSink>> = vec![
+        Arc::clone(&metrics) as Arc<dyn EventSink>,
+        Arc::new(SpanEvents),
+        Arc::clone(&options.table.sink),
+    ];
+    let history = Arc::new(EventHistory::new(
+        Arc::new(FanOut::new(sinks)),
+        Arc::new(TokioClock::new()),
+        DEFAULT_HISTORY,
+    ));
+    let mut table = options.table;
+    table.sink = Arc::clone(&history) as Arc<dyn EventSink>;
     let engine = EngineOptions {
-        table: options.table,
+        table,
         request_timeout: config.gateway.server.request_timeout,
     };
     let gateway = Arc::new(Gateway::new(
@@ -236,6 +288,7 @@ pub fn build(
     let control = Arc::new(ConfigControl {
         dir: dir.to_path_buf(),
         gateway: Arc::clone(&gateway),
+        metrics: Arc::clone(&metrics),
         keys: Arc::clone(&keys),
         current: ArcSwap::from_pointee(config),
         status: Mutex::new(ReloadStatus::default()),
@@ -245,7 +298,137 @@ pub fn build(
         gateway,
         keys,
         control,
+        metrics,
+        history,
+        operations: Arc::new(Operations::default()),
     })
+}
+
+/// The background tasks of a running gateway; they stop when this is shut down or dropped.
+#[derive(Debug)]
+pub struct Background {
+    tasks: Vec<BackgroundTask>,
+}
+
+impl Background {
+    /// Stops every task and waits for them.
+    pub async fn shutdown(self) {
+        for task in self.tasks {
+            task.shutdown().await;
+        }
+    }
+}
+
+/// Starts the active health checker, the alert engine and webhook delivery on the current
+/// runtime, and makes them visible to the admin API.
+///
+/// # Errors
+/// An alert rule the engine refuses (an unknown metric, a composite rule naming a missing rule)
+/// or a webhook client that cannot be built.
+pub fn start_background(
+    components: &Components,
+    settings: &GatewaySettings,
+) -> anyhow::Result<Background> {
+    let mut tasks = Vec::new();
+    let checker = Arc::new(HealthChecker::new(
+        Arc::clone(&components.gateway),
+        Arc::clone(&components.metrics) as _,
+        HealthCheckOptions::default(),
+    ));
+    tasks.push(Arc::clone(&checker).spawn());
+    let _ = components.operations.checker.set(checker);
+
+    let mut notifiers: Vec<Arc<dyn AlertNotifier>> = vec![
+        Arc::new(LogNotifier),
+        Arc::clone(&components.metrics) as Arc<dyn AlertNotifier>,
+    ];
+    if !settings.alerts.webhooks.is_empty() {
+        let (webhook, task) =
+            WebhookNotifier::start(settings.alerts.webhooks.clone(), WebhookOptions::default())?;
+        components.metrics.observe_webhooks(webhook.stats());
+        notifiers.push(Arc::new(webhook));
+        tasks.push(task);
+    }
+    let rules: Vec<alerts::AlertRule> = settings.alerts.rules.iter().map(alert_rule).collect();
+    let engine = Arc::new(
+        AlertEngine::new(
+            &rules,
+            Arc::new(Notifiers(notifiers)),
+            AlertEngineOptions::default(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "gateway.toml [[alerts.rules]]: {e}; docs/monitoring.md lists the metrics rules can watch"
+            )
+        })?,
+    );
+    let sources: Vec<Arc<dyn ReadingSource>> = vec![
+        Arc::new(SnapshotReadings::new(Arc::clone(&components.gateway))),
+        Arc::clone(&components.metrics) as Arc<dyn ReadingSource>,
+    ];
+    tasks.push(Arc::clone(&engine).spawn(
+        sources,
+        Arc::new(*components.gateway.clock()),
+        alerts::DEFAULT_EVALUATION_INTERVAL,
+    ));
+    let _ = components.operations.alerts.set(engine);
+    Ok(Background { tasks })
+}
+
+/// The application's alert rule for a configured one: the same fields, one crate apart.
+fn alert_rule(rule: &echelon_config::AlertRule) -> alerts::AlertRule {
+    use echelon_config::{AlertCondition as C, AlertLevel as L, Combine as K, Comparison as O};
+    let op = |op: O| match op {
+        O::Greater => alerts::Comparison::Greater,
+        O::GreaterOrEqual => alerts::Comparison::GreaterOrEqual,
+        O::Less => alerts::Comparison::Less,
+        O::LessOrEqual => alerts::Comparison::LessOrEqual,
+    };
+    alerts::AlertRule {
+        name: rule.name.clone(),
+        level: match rule.level {
+            L::Info => alerts::AlertLevel::Info,
+            L::Warning => alerts::AlertLevel::Warning,
+            L::Critical => alerts::AlertLevel::Critical,
+        },
+        cooldown: rule.cooldown,
+        description: rule.description.clone(),
+        condition: match &rule.condition {
+            C::Threshold {
+                metric,
+                target,
+                op: o,
+                value,
+                window,
+            } => alerts::AlertCondition::Threshold {
+                metric: metric.clone(),
+                target: target.clone(),
+                op: op(*o),
+                value: *value,
+                window: *window,
+            },
+            C::Trend {
+                metric,
+                target,
+                op: o,
+                value,
+                window,
+            } => alerts::AlertCondition::Trend {
+                metric: metric.clone(),
+                target: target.clone(),
+                op: op(*o),
+                value: *value,
+                window: *window,
+            },
+            C::Composite { rules, combine } => alerts::AlertCondition::Composite {
+                rules: rules.clone(),
+                combine: match combine {
+                    K::All => alerts::Combine::All,
+                    K::Any => alerts::Combine::Any,
+                },
+            },
+        },
+    }
 }
 
 /// Loads the configuration folder, printing nothing: the caller decides how to show a report.
@@ -306,10 +489,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let server = config.gateway.server.clone();
+    let settings = config.gateway.clone();
     let listen = options.listen.unwrap_or(server.listen);
     let open = config.gateway.auth.api_keys.is_empty();
     let components = build(&options.config_dir, config, BuildOptions::default())?;
     let _watcher = watch(&components.control)?;
+    let background = start_background(&components, &settings)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {listen}: {e}; is another process using it? pass --listen ADDR"
@@ -333,6 +518,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         shutdown_signal(),
     )?;
     running.wait().await?;
+    background.shutdown().await;
     tracing::info!("echelon gateway stopped");
     Ok(())
 }

@@ -17,6 +17,8 @@ use super::AppState;
 use super::error::ApiError;
 use crate::app::ReloadStatus;
 use crate::auth::Access;
+use echelon_application::health_check::ProbeStatus;
+use echelon_application::history::{DEFAULT_HISTORY, HistoryEntry};
 
 /// The admin routes, to be nested under `/admin`.
 pub fn router() -> Router<Arc<AppState>> {
@@ -27,6 +29,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/config", get(config))
         .route("/config/reload", post(reload))
         .route("/route", get(route))
+        .route("/alerts", get(alerts))
 }
 
 /// Proof that the caller may use the admin API.
@@ -75,18 +78,47 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 #[derive(Serialize)]
 struct Status {
     generation: u64,
+    /// Seconds on the engine's clock, the timeline of every instant below.
+    now: echelon_domain::time::Instant,
     config: ReloadStatus,
     #[serde(flatten)]
     table: echelon_domain::routing::TableSnapshot,
+    /// The last fallbacks and breaker transitions, newest last.
+    history: Vec<HistoryEntry>,
+    /// The last active probe of each probed instance.
+    probes: Vec<ProbeStatus>,
 }
 
 async fn status(_: Admin, State(state): State<Arc<AppState>>) -> Response {
+    let now = echelon_domain::time::Clock::now(state.gateway.clock());
     Json(Status {
         generation: state.gateway.generation().number,
+        now,
         config: state.control.status(),
         table: state.gateway.snapshot(),
+        history: state.history.latest(DEFAULT_HISTORY),
+        probes: state
+            .operations
+            .checker
+            .get()
+            .map(|c| c.statuses())
+            .unwrap_or_default(),
     })
     .into_response()
+}
+
+async fn alerts(_: Admin, State(state): State<Arc<AppState>>) -> Response {
+    match state.operations.alerts.get() {
+        Some(engine) => Json(engine.view()).into_response(),
+        None => Json(serde_json::json!({
+            "active": [],
+            "recent": [],
+            "suppressed": [],
+            "rules": [],
+            "note": "the alert engine is not running in this process"
+        }))
+        .into_response(),
+    }
 }
 
 fn not_found(kind: &str, name: &str) -> ApiError {

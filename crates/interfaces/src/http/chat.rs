@@ -3,15 +3,18 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use echelon_application::gateway::Served;
+use echelon_application::gateway::{ServeError, Served};
 use echelon_application::stream::{ResponseStream, StreamEvent};
 use echelon_domain::chat::StreamChunk;
+use echelon_domain::error::ErrorClass;
+use echelon_domain::plan::Verdict;
+use echelon_infrastructure::metrics::{Metrics, UNKNOWN_ROUTE};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
@@ -77,36 +80,125 @@ async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
 
 /// `POST /v1/chat/completions`.
 pub async fn completions(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match serve(&state, request).await {
+    let meter = Meter::start(&state.metrics);
+    match serve(&state, request, meter).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn serve(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
-    if state.draining.load(Ordering::Acquire) {
-        return Err(ApiError::draining());
+/// Records one client request in the metrics exactly once, however it ends: by a call to
+/// [`Meter::finish`], or — when the handler or the stream is dropped because the client went
+/// away — as 499 `client_gone`.
+struct Meter {
+    metrics: Arc<Metrics>,
+    started: std::time::Instant,
+    route: Option<String>,
+    done: bool,
+}
+
+impl Meter {
+    fn start(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            metrics: Arc::clone(metrics),
+            started: std::time::Instant::now(),
+            route: None,
+            done: false,
+        }
     }
-    authorize_client(state, request.headers())?;
-    let body = read_body(state, request).await?;
-    let parsed = openai::parse_request(&body)?;
+
+    fn finish(&mut self, status: u16, class: Option<ErrorClass>, ttft: Option<Duration>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let route = self.route.as_deref().unwrap_or(UNKNOWN_ROUTE);
+        self.metrics
+            .record_request(route, status, class, self.started.elapsed(), ttft);
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.finish(499, Some(ErrorClass::ClientGone), None);
+    }
+}
+
+/// The class a failed request is counted under.
+fn failure_class(error: &ServeError) -> Option<ErrorClass> {
+    match error {
+        ServeError::UnknownModel(_) => None,
+        ServeError::Failed(failed) => match &failed.verdict {
+            Verdict::RateLimited { .. } => Some(ErrorClass::RateLimited),
+            Verdict::Rejected(e) => Some(e.class),
+            Verdict::Exhausted { last_error } => last_error.as_ref().map(|e| e.class),
+            Verdict::DeadlineExceeded => Some(ErrorClass::Timeout),
+            Verdict::ClientGone => Some(ErrorClass::ClientGone),
+            Verdict::Unavailable { .. } | Verdict::Served => None,
+        },
+    }
+}
+
+fn fail(meter: &mut Meter, error: ServeError) -> ApiError {
+    if let ServeError::Failed(failed) = &error {
+        meter.route = Some(failed.route_name.clone());
+    }
+    let class = failure_class(&error);
+    let error = ApiError::from(error);
+    meter.finish(error.status.as_u16(), class, None);
+    error
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    request: Request,
+    mut meter: Meter,
+) -> Result<Response, ApiError> {
+    let rejected = |meter: &mut Meter, error: ApiError| {
+        meter.finish(error.status.as_u16(), None, None);
+        error
+    };
+    if state.draining.load(Ordering::Acquire) {
+        return Err(rejected(&mut meter, ApiError::draining()));
+    }
+    if let Err(error) = authorize_client(state, request.headers()) {
+        return Err(rejected(&mut meter, error));
+    }
+    let body = match read_body(state, request).await {
+        Ok(body) => body,
+        Err(error) => return Err(rejected(&mut meter, error)),
+    };
+    let parsed = match openai::parse_request(&body) {
+        Ok(parsed) => parsed,
+        Err(error) => return Err(rejected(&mut meter, error.into())),
+    };
     drop(body);
     let id = completion_id();
     let created = unix_now();
     if parsed.request.stream {
-        let served = state.gateway.stream(&parsed.model, parsed.request).await?;
+        let served = match state.gateway.stream(&parsed.model, parsed.request).await {
+            Ok(served) => served,
+            Err(error) => return Err(fail(&mut meter, error)),
+        };
+        meter.route = Some(served.route_name.clone());
         Ok(stream_response(
             served,
-            id,
-            created,
-            parsed.include_usage,
-            state.stop_streams.clone(),
+            Relay {
+                phase: Phase::Ended,
+                id,
+                model: Arc::from(""),
+                created,
+                include_usage: parsed.include_usage,
+                stop: state.stop_streams.clone(),
+                ttft: meter.started.elapsed(),
+                meter,
+            },
         ))
     } else {
-        let served = state
-            .gateway
-            .complete(&parsed.model, parsed.request)
-            .await?;
+        let served = match state.gateway.complete(&parsed.model, parsed.request).await {
+            Ok(served) => served,
+            Err(error) => return Err(fail(&mut meter, error)),
+        };
+        meter.route = Some(served.route_name.clone());
         let body = openai::render_response(&served.value, &id, created);
         let mut response = (StatusCode::OK, body).into_response();
         set_route_headers(&mut response, &served.route, served.attempts.len());
@@ -114,6 +206,7 @@ async fn serve(state: &Arc<AppState>, request: Request) -> Result<Response, ApiE
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        meter.finish(200, None, None);
         Ok(response)
     }
 }
@@ -145,6 +238,9 @@ struct Relay {
     created: u64,
     include_usage: bool,
     stop: watch::Receiver<bool>,
+    /// Time until the first content chunk was ready.
+    ttft: Duration,
+    meter: Meter,
 }
 
 /// Drops what the client did not ask for: usage, unless `stream_options.include_usage`.
@@ -158,27 +254,16 @@ fn visible(mut chunk: StreamChunk, include_usage: bool) -> Option<StreamChunk> {
     Some(chunk)
 }
 
-fn stream_response(
-    served: Served<ResponseStream>,
-    id: String,
-    created: u64,
-    include_usage: bool,
-    stop: watch::Receiver<bool>,
-) -> Response {
+fn stream_response(served: Served<ResponseStream>, mut relay: Relay) -> Response {
     let Served {
         value,
         route,
         model,
         attempts,
+        ..
     } = served;
-    let relay = Relay {
-        phase: Phase::Streaming(Box::new(value)),
-        id,
-        model,
-        created,
-        include_usage,
-        stop,
-    };
+    relay.phase = Phase::Streaming(Box::new(value));
+    relay.model = model;
     let events = futures_util::stream::unfold(relay, |mut relay| async move {
         loop {
             let Phase::Streaming(stream) = &mut relay.phase else {
@@ -201,6 +286,8 @@ fn stream_response(
                 }
                 Some(Some(StreamEvent::Failed(error))) => {
                     relay.phase = Phase::Ended;
+                    let ttft = relay.ttft;
+                    relay.meter.finish(200, Some(error.class), Some(ttft));
                     tracing::warn!(
                         class = error.class.as_str(),
                         "stream failed after its first token"
@@ -218,11 +305,15 @@ fn stream_response(
                 }
                 Some(None) => {
                     relay.phase = Phase::Ended;
+                    let ttft = relay.ttft;
+                    relay.meter.finish(200, None, Some(ttft));
                     DONE_EVENT.to_vec()
                 }
                 None => {
                     // Dropping the stream here cancels the upstream call and releases its permits.
                     relay.phase = Phase::Ended;
+                    let ttft = relay.ttft;
+                    relay.meter.finish(503, None, Some(ttft));
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "server_error",

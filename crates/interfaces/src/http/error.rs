@@ -149,6 +149,7 @@ fn from_failed(failed: FailedRequest) -> ApiError {
         verdict,
         route,
         attempts,
+        ..
     } = failed;
     let count = attempts.len();
     let mut api = match verdict {
@@ -296,6 +297,7 @@ mod tests {
         ServeError::Failed(Box::new(FailedRequest {
             verdict,
             route: "chat › group:g".to_owned(),
+            route_name: "chat".to_owned(),
             attempts,
         }))
         .into()

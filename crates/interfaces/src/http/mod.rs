@@ -1,13 +1,14 @@
 //! The OpenAI-compatible HTTP gateway: routes, client and admin authentication, graceful drain.
 //!
 //! - `POST /v1/chat/completions` (JSON and SSE), `GET /v1/models`
-//! - `GET /healthz`, `GET /readyz`
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`
 //! - admin: `GET /admin/status`, `/admin/pools/{name}`, `/admin/task-groups/{name}`,
-//!   `/admin/config`, `POST /admin/config/reload`, `GET /admin/route?model=X`
+//!   `/admin/config`, `POST /admin/config/reload`, `GET /admin/route?model=X`, `/admin/alerts`
 
 pub mod admin;
 pub mod chat;
 pub mod error;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use echelon_application::gateway::Gateway;
+use echelon_application::history::EventHistory;
+use echelon_infrastructure::metrics::{LiveView, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::{Components, ConfigControl};
+use crate::app::{Components, ConfigControl, Operations};
 use crate::auth::KeyRing;
 
 /// What every handler serves from.
@@ -37,6 +40,12 @@ pub struct AppState {
     pub keys: Arc<ArcSwap<KeyRing>>,
     /// Configuration reloads and status.
     pub control: Arc<ConfigControl>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Recent fallbacks and breaker transitions.
+    pub history: Arc<EventHistory>,
+    /// Health checker and alert engine, when running.
+    pub operations: Arc<Operations>,
     /// Largest accepted request body.
     pub max_body_size: u64,
     /// Set once shutdown begins: readiness fails and new requests are refused.
@@ -62,6 +71,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(chat::models))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/ui", get(ui::page))
         .nest("/admin", admin::router())
         .fallback(not_found)
         .with_state(state)
@@ -77,6 +88,23 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }
+}
+
+/// `GET /metrics`: Prometheus text, with gauges read from the live table at scrape time.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let generation = state.gateway.generation();
+    let now = echelon_domain::time::Clock::now(state.gateway.clock());
+    let snapshot = generation.table.snapshot(now);
+    let body = state.metrics.render(Some(LiveView {
+        snapshot: &snapshot,
+        now,
+        generation: generation.number,
+    }));
+    (
+        [(axum::http::header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found() -> error::ApiError {
@@ -142,6 +170,9 @@ pub fn start(
         gateway: Arc::clone(&components.gateway),
         keys: Arc::clone(&components.keys),
         control: Arc::clone(&components.control),
+        metrics: Arc::clone(&components.metrics),
+        history: Arc::clone(&components.history),
+        operations: Arc::clone(&components.operations),
         max_body_size: options.max_body_size,
         draining: AtomicBool::new(false),
         stop_streams: stop_rx,

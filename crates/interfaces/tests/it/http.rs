@@ -545,3 +545,91 @@ async fn drain_fails_readiness_refuses_new_connections_and_ends_running_streams_
     assert_eq!(in_flight, 0, "every permit is released after the drain");
     drop(upstream);
 }
+
+fn series(exposition: &str) -> Vec<&str> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series))
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_configured_route_and_bogus_names_add_no_series() {
+    let gw = start("300ms").await;
+    let (status, _, _) = gw.chat(ask("chat")).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = gw.chat(ask("primary/fail")).await;
+    assert_eq!(status, 502);
+    let (status, _, _) = gw.chat(ask("no-such-model")).await;
+    assert_eq!(status, 404);
+
+    let scrape = |gw: &Gateway| {
+        let client = gw.client.clone();
+        let url = gw.url("/metrics");
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(
+                response.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/plain")
+            );
+            response.text().await.unwrap()
+        }
+    };
+    let before = scrape(&gw).await;
+    for expected in [
+        r#"echelon_requests_total{route="chat",status="200"} 1"#,
+        r#"echelon_requests_total{route="primary/fail",status="502"} 1"#,
+        r#"echelon_requests_total{route="unknown",status="404"} 1"#,
+        r#"echelon_request_errors_total{route="primary/fail",class="server"} 1"#,
+        r#"echelon_fallbacks_total{group="failover",echelon="echelon1"} 1"#,
+        r#"echelon_config_generation 1"#,
+    ] {
+        assert!(
+            before.contains(expected),
+            "missing `{expected}` in\n{before}"
+        );
+    }
+    assert!(before.contains("echelon_instance_in_flight{instance=\"backup/ok#0\"} 0"));
+    assert!(!before.contains(CANARY));
+
+    // 10,000 requests for names nobody configured add no series: they all count as `unknown`.
+    let tasks: Vec<_> = (0..16)
+        .map(|worker| {
+            let client = gw.client.clone();
+            let url = gw.url("/v1/chat/completions");
+            tokio::spawn(async move {
+                for i in 0..625 {
+                    let body = ask(&format!("bogus-{worker}-{i}")).to_string();
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(CLIENT_KEY)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 404);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = scrape(&gw).await;
+    let (before_series, after_series) = (series(&before), series(&after));
+    assert_eq!(
+        before_series.len(),
+        after_series.len(),
+        "new series appeared: {:?}",
+        after_series
+            .iter()
+            .filter(|s| !before_series.contains(s))
+            .collect::<Vec<_>>()
+    );
+    assert!(after.contains(r#"echelon_requests_total{route="unknown",status="404"} 10001"#));
+    assert!(!after.contains("bogus-"));
+}
