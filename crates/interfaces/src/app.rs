@@ -25,7 +25,9 @@ use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::TableOptions;
 use echelon_infrastructure::backend_factory::ProviderBackends;
 use echelon_infrastructure::metrics::{Metrics, MetricsOptions};
-use echelon_infrastructure::telemetry::SpanEvents;
+use echelon_infrastructure::telemetry::{
+    self, ExportOptions, LogFormat, SpanEvents, Telemetry, TelemetryError, TelemetryOptions,
+};
 use echelon_infrastructure::webhook::{WebhookNotifier, WebhookOptions};
 use serde::Serialize;
 
@@ -485,6 +487,7 @@ pub struct ServeOptions {
 /// failure.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let config = load(&options.config_dir).map_err(|report| anyhow::anyhow!("{report}"))?;
+    let telemetry = start_telemetry(&config.gateway)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -493,6 +496,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let listen = options.listen.unwrap_or(server.listen);
     let open = config.gateway.auth.api_keys.is_empty();
     let components = build(&options.config_dir, config, BuildOptions::default())?;
+    if let Some(telemetry) = &telemetry {
+        components
+            .metrics
+            .observe_span_export(telemetry.export_stats());
+    }
     let _watcher = watch(&components.control)?;
     let background = start_background(&components, &settings)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -507,7 +515,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             "listening on a non-loopback address with no client API keys: anyone who can reach it can spend your upstream quota; set [auth] api_keys in gateway.toml"
         );
     }
-    tracing::info!(%addr, models = components.gateway.model_names().len(), "echelon gateway listening");
+    tracing::info!(
+        %addr,
+        models = components.gateway.model_names().len(),
+        "echelon gateway listening"
+    );
     let running = crate::http::start(
         listener,
         &components,
@@ -520,7 +532,36 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     running.wait().await?;
     background.shutdown().await;
     tracing::info!("echelon gateway stopped");
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown(Duration::from_secs(5)).await;
+    }
     Ok(())
+}
+
+/// Installs logging and tracing as `[telemetry]` says. When the process already has a
+/// subscriber (an embedding program's, or a test's), that one is kept and spans are not exported.
+fn start_telemetry(settings: &GatewaySettings) -> anyhow::Result<Option<Telemetry>> {
+    let telemetry = &settings.telemetry;
+    let options = TelemetryOptions {
+        log_format: match telemetry.log_format {
+            echelon_config::LogFormat::Text => LogFormat::Text,
+            echelon_config::LogFormat::Json => LogFormat::Json,
+        },
+        log_filter: telemetry.log_level.clone(),
+        otlp_endpoint: telemetry.otlp_endpoint.clone(),
+        service_name: telemetry.service_name.clone(),
+        export: ExportOptions::default(),
+    };
+    match telemetry::init(&options) {
+        Ok(telemetry) => Ok(Some(telemetry)),
+        Err(TelemetryError::AlreadyInstalled) => {
+            tracing::warn!(
+                "a log subscriber is already installed; [telemetry] settings are not applied"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::anyhow!("gateway.toml [telemetry]: {error}")),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
