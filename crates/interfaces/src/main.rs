@@ -1,5 +1,6 @@
 //! The `echelon` binary: parses the command line and hands over to the composition root.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     echelon_interfaces::cli::run(cli)
 }

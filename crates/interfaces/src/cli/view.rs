@@ -448,11 +448,6 @@ impl InstanceView {
     }
 }
 
-/// Instances of a pool as a table: health, breaker, cooldown, in-flight, latency, success rate.
-pub fn instance_table(pool: &PoolView, now: Option<f64>) -> Table {
-    instances_table(pool.members.iter().map(|m| &m.instance), now)
-}
-
 /// Instances as a table: health, breaker, cooldown, in-flight, latency, success rate.
 pub fn instances_table<'a>(
     instances: impl IntoIterator<Item = &'a InstanceView>,
@@ -559,28 +554,43 @@ impl StatusView {
         out.push('\n');
         if let Some(last) = self.config.last.as_ref().filter(|l| !l.applied) {
             for error in &last.errors {
-                let _ = writeln!(out, "  refused: {error}");
+                let _ = writeln!(out, "  refused: {}", error.replace('\n', "\n    "));
             }
         }
         if self.now.is_none() {
             let _ = writeln!(
                 out,
-                "(this gateway does not report its clock: cooldowns show as `yes` without the time left)"
+                "(this gateway does not report its clock, so cooldowns show as `yes` without the time left)"
             );
         }
-        for (heading, pools) in [("pool", &self.pools), ("model", &self.models)] {
-            for pool in pools {
-                let _ = writeln!(
-                    out,
-                    "\n{heading} {} ({}): {} of {} available, {} healthy",
-                    pool.pool,
-                    pool.rotation,
-                    pool.available,
-                    pool.members.len(),
-                    pool.healthy
-                );
-                out.push_str(&instance_table(pool, self.now).render(2));
+        // An instance can be in a named pool and behind a direct model route at once, with one
+        // live state: its row is shown the first time only.
+        let mut shown = std::collections::HashSet::new();
+        for pool in self.pools.iter().chain(&self.models) {
+            let (heading, name) = match &pool.pool {
+                LabelView::Pool(name) => ("pool", name),
+                LabelView::Model(model) => ("model", model),
+            };
+            let _ = write!(
+                out,
+                "\n{heading} {name} ({}): {} of {} available, {} healthy",
+                pool.rotation,
+                pool.available,
+                pool.members.len(),
+                pool.healthy
+            );
+            let new: Vec<&InstanceView> = pool
+                .members
+                .iter()
+                .map(|m| &m.instance)
+                .filter(|i| shown.insert(i.id.as_str()))
+                .collect();
+            if new.is_empty() {
+                let _ = writeln!(out, "; its instances are listed above");
+                continue;
             }
+            out.push('\n');
+            out.push_str(&instances_table(new, self.now).render(2));
         }
         for group in &self.groups {
             let _ = writeln!(
@@ -670,6 +680,30 @@ mod tests {
             let view: SkipView = from_domain(&reason).unwrap();
             assert_eq!(view.describe(Some(10.0)), text);
         }
+    }
+
+    #[test]
+    fn status_lists_an_instance_once_even_when_a_model_route_shares_it() {
+        let instance = r#"{"id": "p/m#0", "health": "healthy", "breaker": "closed",
+            "cooldown_until": 12.0, "latency": {"ewma": {"secs": 0, "nanos": 5000000}},
+            "stats": {"attempts": 4, "successes": 3, "failures": 1}}"#;
+        let json = format!(
+            r#"{{"generation": 2, "config": {{"applied": 1, "rejected": 0}},
+            "pools": [{{"pool": {{"Pool": "fast"}}, "rotation": "round_robin", "available": 1,
+                "healthy": 1, "members": [{{"weight": 1, "instance": {instance}}}]}}],
+            "models": [{{"pool": {{"Model": "p/m"}}, "rotation": "round_robin", "available": 1,
+                "healthy": 1, "members": [{{"weight": 1, "instance": {instance}}}]}}],
+            "groups": [], "now": 10.0}}"#
+        );
+        let view: StatusView = from_json(json.as_bytes()).unwrap();
+        assert_eq!(
+            view.render(),
+            "configuration generation 2; reloads: 1 applied, 0 refused\n\
+             \npool fast (round_robin): 1 of 1 available, 1 healthy\n\
+             \x20 INSTANCE  HEALTH   BREAKER  COOLDOWN  IN-FLIGHT  LATENCY  SUCCESS  ATTEMPTS\n\
+             \x20 p/m#0     healthy  closed   2.0s      0          5ms      75.0%    4\n\
+             \nmodel p/m (round_robin): 1 of 1 available, 1 healthy; its instances are listed above\n"
+        );
     }
 
     #[test]

@@ -91,7 +91,7 @@ hot_reload = false
 
 const POOL: &str = "\
 # Both keys of the flaky upstream. p2c_ewma steers towards the key that answers well; each key's
-# breaker opens after 4 failures in a row and lets a trial call through after 2 s.
+# breaker opens after 5 failures in a row and lets a trial call through after 2 s.
 rotation = \"p2c_ewma\"
 
 [[instances]]
@@ -99,7 +99,7 @@ model = \"flaky/gpt-demo\"
 
 [health_check]
 interval = \"5s\"
-failure_threshold = 4
+failure_threshold = 5
 success_threshold = 2
 recovery_time = \"2s\"
 
@@ -107,7 +107,7 @@ recovery_time = \"2s\"
 max_instance_attempts = 2
 
 [circuit_breaker]
-failure_threshold = 4
+failure_threshold = 5
 recovery_time = \"2s\"
 max_recovery_time = \"8s\"
 half_open_requests = 1
