@@ -2,3 +2,4 @@
 
 mod cli;
 mod http;
+mod ui;
