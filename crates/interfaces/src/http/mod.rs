@@ -9,7 +9,6 @@ pub mod admin;
 pub mod chat;
 pub mod error;
 pub mod ui;
-pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,7 +72,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/ui", get(ui::page))
         .route("/ui", get(ui::page))
         .nest("/admin", admin::router())
         .fallback(not_found)
