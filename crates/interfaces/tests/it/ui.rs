@@ -17,11 +17,28 @@ use serde_json::{Value, json};
 const CLIENT_KEY: &str = "client-key-ui";
 const ADMIN_KEY: &str = "admin-key-ui";
 
+/// Fires while the failing instance's breaker is open.
+const ALERT_RULE: &str = r#"
+[[alerts.rules]]
+name = "primary-breaker-open"
+kind = "threshold"
+metric = "breaker_open"
+target = "primary/fail#0"
+op = ">="
+value = 1
+window = "1s"
+level = "critical"
+description = "the primary instance refuses calls"
+"#;
+
 /// Longest a chromium run may take before it is killed and the test fails.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Gateway {
     server: RunningServer,
+    components: app::Components,
+    settings: echelon_config::GatewaySettings,
+    background: Option<app::Background>,
     _upstream: FakeUpstream,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -50,7 +67,7 @@ async fn start(admin_key: Option<&str>) -> Gateway {
         root,
         "gateway.toml",
         &format!(
-            "[server]\nrequest_timeout = \"10s\"\n\n[auth]\napi_keys = [\"{CLIENT_KEY}\"]\n{admin}"
+            "[server]\nrequest_timeout = \"10s\"\n\n[auth]\napi_keys = [\"{CLIENT_KEY}\"]\n{admin}{ALERT_RULE}"
         ),
     );
     write(
@@ -86,6 +103,11 @@ model = "primary/fail"
 [circuit_breaker]
 failure_threshold = 2
 recovery_time = "10m"
+
+[health_check]
+interval = "10m"
+timeout = "2s"
+probe = "completion"
 "#,
     );
     write(
@@ -113,6 +135,7 @@ timeout = "2s"
         "[wrappers.chat]\ntype = \"task_group\"\ntarget = \"failover\"\n",
     );
     let config = app::load(root).unwrap_or_else(|report| panic!("{report}"));
+    let settings = config.gateway.clone();
     let components = app::build(root, config, BuildOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = http::start(
@@ -131,6 +154,9 @@ timeout = "2s"
         .unwrap();
     Gateway {
         server,
+        components,
+        settings,
+        background: None,
         _upstream: upstream,
         client,
         _dir: dir,
@@ -154,6 +180,47 @@ impl Gateway {
             .await
             .unwrap();
         response.status().as_u16()
+    }
+
+    /// Starts the health checker and the alert engine: each runs a first round at once (the
+    /// next ones are minutes away), so the state they show then stays put while a test looks.
+    fn start_background(&mut self) {
+        let background = app::start_background(&self.components, &self.settings).unwrap();
+        self.background = Some(background);
+    }
+
+    /// The admin status once `ready` holds for it, polled for at most five seconds.
+    async fn status_when(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self.status(None).await;
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 5 s for {what}: {status:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn alerts(&self) -> Value {
+        let response = self
+            .client
+            .get(self.url("/admin/alerts"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        serde_json::from_str(&response.text().await.unwrap()).unwrap()
+    }
+
+    async fn stop(self) {
+        if let Some(background) = self.background {
+            background.shutdown().await;
+        }
+        self.server.shutdown().await.unwrap();
     }
 
     async fn status(&self, admin_key: Option<&str>) -> Value {
@@ -269,6 +336,13 @@ fn instance<'a>(status: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no instance {id} in {status:#}"))
 }
 
+/// `text` as a serialised DOM shows a text node of it.
+fn as_html_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn assert_shows(dom: &str, needle: &str, what: &str) {
     assert!(
         dom.contains(needle),
@@ -278,7 +352,7 @@ fn assert_shows(dom: &str, needle: &str, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_live_state_of_a_running_gateway() {
-    let gateway = start(None).await;
+    let mut gateway = start(None).await;
     for _ in 0..4 {
         assert_eq!(
             gateway.chat().await,
@@ -286,7 +360,18 @@ async fn status_page_renders_the_live_state_of_a_running_gateway() {
             "every request falls back and is served"
         );
     }
-    let status = gateway.status(None).await;
+    gateway.start_background();
+    let status = gateway
+        .status_when("the first probe", |s| {
+            s["probes"].as_array().is_some_and(|p| !p.is_empty())
+        })
+        .await;
+    let alerts = gateway.alerts().await;
+    let alert = &alerts["active"][0];
+    assert_eq!(alert["rule"], "primary-breaker-open", "{alerts:#}");
+    let probe = &status["probes"][0];
+    assert_eq!(probe["instance"], "primary/fail#0", "{status:#}");
+    assert_eq!(probe["result"]["result"], "failed", "{status:#}");
     let failing = instance(&status, "primary/fail#0");
     assert_eq!(
         failing["breaker"], "open",
@@ -359,13 +444,40 @@ async fn status_page_renders_the_live_state_of_a_running_gateway() {
         !dom.contains("<b id=\"injected\">"),
         "data from the gateway must never become markup: {dom}"
     );
-    if let Some(history) = status["history"].as_array() {
-        assert!(!history.is_empty(), "{status:#}");
-        assert_shows(&dom, r#"data-section="history""#, "the recent history");
-        assert_shows(&dom, r#"data-event="breaker""#, "the breaker transition");
-        assert_shows(&dom, r#"data-event="fallback""#, "the fallbacks");
-    }
-    gateway.server.shutdown().await.unwrap();
+    assert_shows(&dom, r#"data-section="history""#, "the recent history");
+    assert_shows(&dom, r#"data-event="breaker""#, "the breaker transition");
+    assert_shows(&dom, r#"data-event="fallback""#, "the fallbacks");
+    assert_shows(
+        &dom,
+        "failures reached the breaker's threshold",
+        "why the breaker opened",
+    );
+    assert_shows(
+        &dom,
+        r#"data-alert="primary-breaker-open" data-level="critical""#,
+        "the firing alert",
+    );
+    assert_shows(
+        &dom,
+        &as_html_text(alert["summary"].as_str().unwrap()),
+        "the alert's summary",
+    );
+    assert_shows(
+        &dom,
+        r#"data-notice="primary-breaker-open" data-status="firing""#,
+        "the alert's firing notice",
+    );
+    assert_shows(
+        &dom,
+        r#"data-tile="alerts"><div class="n">1<"#,
+        "one alert firing in the summary",
+    );
+    assert_shows(
+        &dom,
+        r#"data-probe="primary/fail#0" data-result="failed""#,
+        "the failed health probe",
+    );
+    gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,5 +502,5 @@ async fn status_page_says_when_the_admin_api_wants_a_key() {
         !dom.contains("data-pool="),
         "nothing is shown without access: {dom}"
     );
-    gateway.server.shutdown().await.unwrap();
+    gateway.stop().await;
 }
