@@ -8,19 +8,23 @@ use echelon_interfaces::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo draws its own live view on stdout; the gateway inside it only speaks up for
-    // errors unless RUST_LOG asks for more.
+    // `serve` installs logging itself, as gateway.toml's [telemetry] says. The demo draws its own
+    // live view on stdout, so the gateway inside it only speaks up for errors; the other commands
+    // print their results and log only warnings. RUST_LOG overrides these defaults.
     let default_filter = match cli.command {
-        Command::Demo { .. } => "error",
-        _ => "info",
+        Command::Serve { .. } => None,
+        Command::Demo { .. } => Some("error"),
+        _ => Some("warn"),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    if let Some(default_filter) = default_filter {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| default_filter.into()),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
     echelon_interfaces::cli::run(cli)
 }

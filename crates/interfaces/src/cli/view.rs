@@ -402,6 +402,103 @@ pub struct ReloadsView {
     pub last: Option<ReloadView>,
 }
 
+/// One entry of the gateway's recent history (fallbacks and breaker transitions, with reasons).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HistoryView {
+    /// A request moved on from one stage to the next.
+    Fallback {
+        /// When, on the gateway's clock.
+        at: f64,
+        /// The group it left.
+        #[serde(default)]
+        group: Option<String>,
+        /// The echelon it left.
+        #[serde(default)]
+        from: Option<String>,
+        /// The stage it moved to.
+        to: String,
+        /// Why, as far as the gateway can tell.
+        #[serde(default)]
+        reason: String,
+    },
+    /// A breaker changed state.
+    Breaker {
+        /// When, on the gateway's clock.
+        at: f64,
+        /// An instance, or `group › echelon`.
+        scope: String,
+        /// Before.
+        from: String,
+        /// After.
+        to: String,
+        /// Why, as far as the gateway can tell.
+        #[serde(default)]
+        reason: String,
+    },
+    /// An entry this version of the command line does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl HistoryView {
+    /// One line for people, with the time relative to `now` when known.
+    fn line(&self, now: Option<f64>) -> Option<String> {
+        let when = |at: f64| match now {
+            Some(now) => format!(
+                "{} ago",
+                short_duration(Duration::from_secs_f64((now - at).max(0.0)))
+            ),
+            None => format!("at {at:.1}s"),
+        };
+        let reason = |r: &str| {
+            if r.is_empty() {
+                String::new()
+            } else {
+                format!(": {r}")
+            }
+        };
+        match self {
+            Self::Fallback {
+                at,
+                group,
+                from,
+                to,
+                reason: why,
+            } => {
+                let left = match (group, from) {
+                    (Some(g), Some(e)) => format!("{g} › {e}"),
+                    (Some(g), None) => g.clone(),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => "a stage".into(),
+                };
+                Some(format!(
+                    "{:>10}  fallback from {left} to {to}{}",
+                    when(*at),
+                    reason(why)
+                ))
+            }
+            Self::Breaker {
+                at,
+                scope,
+                from,
+                to,
+                reason: why,
+            } => Some(format!(
+                "{:>10}  breaker of {scope}: {} → {}{}",
+                when(*at),
+                from.replace('_', "-"),
+                to.replace('_', "-"),
+                reason(why)
+            )),
+            Self::Other => None,
+        }
+    }
+}
+
+/// Most history lines `status` prints.
+const HISTORY_LINES: usize = 10;
+
 /// `GET /admin/status`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StatusView {
@@ -423,6 +520,9 @@ pub struct StatusView {
     /// The gateway's clock, when known.
     #[serde(default)]
     pub now: Option<f64>,
+    /// Recent fallbacks and breaker transitions, oldest first.
+    #[serde(default)]
+    pub history: Vec<HistoryView>,
 }
 
 impl InstanceView {
@@ -600,6 +700,22 @@ impl StatusView {
             );
             out.push_str(&echelon_table(group, self.now).render(2));
         }
+        let lines: Vec<String> = self
+            .history
+            .iter()
+            .filter_map(|h| h.line(self.now))
+            .collect();
+        if !lines.is_empty() {
+            let shown = lines.len().min(HISTORY_LINES);
+            let _ = writeln!(
+                out,
+                "\nrecent fallbacks and breaker changes (last {shown} of {})",
+                lines.len()
+            );
+            for line in &lines[lines.len() - shown..] {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
         out
     }
 }
@@ -693,7 +809,12 @@ mod tests {
                 "healthy": 1, "members": [{{"weight": 1, "instance": {instance}}}]}}],
             "models": [{{"pool": {{"Model": "p/m"}}, "rotation": "round_robin", "available": 1,
                 "healthy": 1, "members": [{{"weight": 1, "instance": {instance}}}]}}],
-            "groups": [], "now": 10.0}}"#
+            "groups": [], "now": 10.0, "history": [
+                {{"kind": "breaker", "at": 7.5, "scope": "p/m#0", "from": "closed", "to": "open",
+                  "open_until": 9.5, "reason": "5 failures in a row (server)"}},
+                {{"kind": "fallback", "at": 8.0, "group": "chat", "from": "echelon1",
+                  "to": "chat › echelon2", "reason": "breaker_open"}},
+                {{"kind": "something_new", "at": 9.0}}]}}"#
         );
         let view: StatusView = from_json(json.as_bytes()).unwrap();
         assert_eq!(
@@ -702,7 +823,10 @@ mod tests {
              \npool fast (round_robin): 1 of 1 available, 1 healthy\n\
              \x20 INSTANCE  HEALTH   BREAKER  COOLDOWN  IN-FLIGHT  LATENCY  SUCCESS  ATTEMPTS\n\
              \x20 p/m#0     healthy  closed   2.0s      0          5ms      75.0%    4\n\
-             \nmodel p/m (round_robin): 1 of 1 available, 1 healthy; its instances are listed above\n"
+             \nmodel p/m (round_robin): 1 of 1 available, 1 healthy; its instances are listed above\n\
+             \nrecent fallbacks and breaker changes (last 2 of 2)\n\
+             \x20   2.5s ago  breaker of p/m#0: closed → open: 5 failures in a row (server)\n\
+             \x20   2.0s ago  fallback from chat › echelon1 to chat › echelon2: breaker_open\n"
         );
     }
 
