@@ -158,6 +158,26 @@ fn shares(tally: &Tally, echelons: &[String]) -> String {
         .join("  ")
 }
 
+/// What clients got, by verdict: `served 310 (28 after a fallback) · 429: 0 · 502: 0 · ...`.
+fn verdicts(tally: &Tally) -> String {
+    let count = |status: u16| tally.errors_by_status.get(&status).copied().unwrap_or(0);
+    let other: u64 = tally
+        .errors_by_status
+        .iter()
+        .filter(|(status, _)| ![429, 502, 503, 504].contains(*status))
+        .map(|(_, n)| n)
+        .sum();
+    format!(
+        "served {} ({} after a fallback) · 429: {} · 502: {} · 503: {} · 504: {} · other: {other}",
+        tally.served,
+        tally.fallbacks,
+        count(429),
+        count(502),
+        count(503),
+        count(504)
+    )
+}
+
 fn latency(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".into(), short_duration)
 }
@@ -214,11 +234,9 @@ impl Moment<'_> {
         let r = self.recent;
         let _ = writeln!(
             out,
-            "last {}s: {} served ({} after a fallback), {} errors, p50 {} p95 {}",
+            "last {}s: {}  p50 {} p95 {}",
             RECENT_WINDOW.as_secs(),
-            r.served,
-            r.fallbacks,
-            r.errors,
+            verdicts(r),
             latency(r.percentile(50)),
             latency(r.percentile(95))
         );
@@ -330,6 +348,22 @@ mod tests {
     use echelon_domain::name::{EchelonName, GroupName, InstanceId, ModelRef};
 
     use super::*;
+
+    #[test]
+    fn verdicts_count_each_error_status_and_the_rest_as_other() {
+        let mut tally = Tally {
+            served: 7,
+            fallbacks: 2,
+            ..Tally::default()
+        };
+        tally.errors_by_status.insert(502, 1);
+        tally.errors_by_status.insert(0, 2);
+        tally.errors_by_status.insert(400, 1);
+        assert_eq!(
+            verdicts(&tally),
+            "served 7 (2 after a fallback) · 429: 0 · 502: 1 · 503: 0 · 504: 0 · other: 3"
+        );
+    }
 
     #[test]
     fn events_count_trips_and_cooldowns_and_keep_the_last_lines() {
