@@ -228,6 +228,11 @@ struct Fields {
 }
 
 fn field<'de, T: Deserialize<'de>>(name: &str, raw: &'de RawValue) -> Result<T, BadRequest> {
+    // A valid field, the common case, skips serde_path_to_error's per-node bookkeeping; only an
+    // invalid one is parsed again, with path tracking, to name the exact place of the error.
+    if let Ok(value) = serde_json::from_str(raw.get()) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
