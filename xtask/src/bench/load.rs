@@ -119,6 +119,83 @@ impl PhaseResult {
     }
 }
 
+/// The percentiles a [`Summary`] keeps of each latency distribution.
+pub const KEPT_PERCENTILES: [f64; 2] = [50.0, 99.0];
+
+/// The [`KEPT_PERCENTILES`] of one latency distribution, each the median over rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spread([Option<Duration>; 2]);
+
+impl Spread {
+    /// The `p`-th percentile, for `p` in [`KEPT_PERCENTILES`]; `None` for any other `p` or
+    /// without samples.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let index = KEPT_PERCENTILES.iter().position(|&kept| kept == p)?;
+        self.0[index]
+    }
+
+    fn of(rounds: &[&Samples]) -> Self {
+        Self(KEPT_PERCENTILES.map(|p| median(rounds.iter().filter_map(|s| s.percentile(p)))))
+    }
+}
+
+/// The median of some values (the upper one of an even count), or `None` without values.
+fn median<T: PartialOrd + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut values: Vec<T> = values.collect();
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.get(values.len() / 2).copied()
+}
+
+/// One phase over every round of a run: each figure is the median of the rounds' figures, so a
+/// round disturbed by other work on the machine does not decide the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Rounds summarised.
+    pub rounds: usize,
+    /// Failed requests over every round.
+    pub errors: u64,
+    /// The first error seen in any round.
+    pub first_error: Option<String>,
+    /// Whole-request latency.
+    pub latency: Spread,
+    /// Time to the first body byte (streams only).
+    pub ttfb: Spread,
+    throughput: f64,
+    cpu_per_request: Option<Duration>,
+    busy_percent: Option<f64>,
+}
+
+impl Summary {
+    /// Summarises the rounds of one phase.
+    pub fn of(rounds: &[PhaseResult]) -> Self {
+        Self {
+            rounds: rounds.len(),
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            first_error: rounds.iter().find_map(|r| r.first_error.clone()),
+            latency: Spread::of(&rounds.iter().map(|r| &r.latency).collect::<Vec<_>>()),
+            ttfb: Spread::of(&rounds.iter().map(|r| &r.ttfb).collect::<Vec<_>>()),
+            throughput: median(rounds.iter().map(PhaseResult::throughput)).unwrap_or(0.0),
+            cpu_per_request: median(rounds.iter().filter_map(PhaseResult::cpu_per_request)),
+            busy_percent: median(rounds.iter().filter_map(PhaseResult::busy_percent)),
+        }
+    }
+
+    /// Completed requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.throughput
+    }
+
+    /// CPU time of the watched process per completed request.
+    pub fn cpu_per_request(&self) -> Option<Duration> {
+        self.cpu_per_request
+    }
+
+    /// The share of one core the watched process used, in percent.
+    pub fn busy_percent(&self) -> Option<f64> {
+        self.busy_percent
+    }
+}
+
 /// Where a phase is: warming up, recording, or over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -378,6 +455,43 @@ mod tests {
         let idle = PhaseResult::default();
         assert_eq!(idle.throughput(), 0.0);
         assert_eq!(idle.cpu_per_request(), None);
+    }
+
+    #[test]
+    fn summaries_take_the_median_round() {
+        let round =
+            |latency_us: &[u64], requests: u64, cpu_ms: u64, error: Option<&str>| PhaseResult {
+                requests,
+                errors: u64::from(error.is_some()),
+                first_error: error.map(str::to_owned),
+                elapsed: Duration::from_secs(1),
+                latency: Samples::new(latency_us.iter().map(|us| us * 1000).collect()),
+                ttfb: Samples::default(),
+                cpu: Some(Duration::from_millis(cpu_ms)),
+            };
+        let summary = Summary::of(&[
+            round(&[100, 900], 1000, 500, None),
+            round(&[300, 300], 3000, 600, Some("status 502")),
+            round(&[200, 400], 2000, 900, None),
+        ]);
+        assert_eq!(summary.rounds, 3);
+        assert_eq!(summary.errors, 1);
+        assert_eq!(summary.first_error.as_deref(), Some("status 502"));
+        assert_eq!(
+            summary.latency.percentile(50.0),
+            Some(Duration::from_micros(200))
+        );
+        assert_eq!(
+            summary.latency.percentile(99.0),
+            Some(Duration::from_micros(400))
+        );
+        assert_eq!(summary.latency.percentile(90.0), None);
+        assert_eq!(summary.ttfb.percentile(50.0), None);
+        assert!((summary.throughput() - 2000.0).abs() < 1e-9);
+        // 500 µs, 200 µs and 450 µs of CPU per request: the median is 450 µs.
+        assert_eq!(summary.cpu_per_request(), Some(Duration::from_micros(450)));
+        assert!((summary.busy_percent().unwrap() - 60.0).abs() < 1e-9);
+        assert_eq!(Summary::of(&[]).throughput(), 0.0);
     }
 
     #[test]

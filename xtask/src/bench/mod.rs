@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 
-use self::load::{Phase, PhaseResult, Workload};
+use self::load::{Phase, PhaseResult, Summary, Workload};
 use self::report::{Report, TargetRun};
 
 /// Help for `cargo xtask bench`.
 pub const USAGE: &str = "\
-usage: cargo xtask bench [OPTIONS]       the gateway benchmark (about 1.5 minutes by default)
+usage: cargo xtask bench [OPTIONS]       the gateway benchmark (about 2 minutes by default)
        cargo xtask bench domain [ARGS..] the domain's criterion benches (cargo bench -p echelon-domain)
 
 Measures a direct call to the fake upstream, a bare hyper proxy and Echelon routing to a
@@ -36,9 +36,11 @@ two-instance pool, each pinned to the same core, and prints c=1 latency, c=N thr
 per request, streaming time to first byte and throughput, and memory.
 
 options:
-  --seconds S        recorded window of each of the 12 phases (default 5)
-  --warmup S         unrecorded load before each window (default 1)
+  --seconds S        recorded window of each phase (default 2)
+  --warmup S         unrecorded load before each window (default 0.5)
   --connections N    connections of the loaded phases (default 64)
+  --rounds N         times each of the 12 phases (3 targets x 4) runs, the targets taking
+                     turns; every figure is the median over the rounds (default 3)
   --gateway-cpu N    the core of the process under test (default 1)
   --driver-cpu N     the core of the load generator and the fake upstream (default 0)
   --no-build         use the release builds of echelon and xtask as they are
@@ -70,6 +72,8 @@ pub struct Options {
     pub warmup: Duration,
     /// Connections of the loaded phases.
     pub connections: usize,
+    /// How many times every phase runs; figures are medians over the rounds.
+    pub rounds: usize,
     /// The core of the process under test.
     pub gateway_cpu: usize,
     /// The core of the load generator and the fake upstream.
@@ -85,9 +89,10 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            window: Duration::from_secs(5),
-            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(2),
+            warmup: Duration::from_millis(500),
             connections: 64,
+            rounds: 3,
             gateway_cpu: 1,
             driver_cpu: 0,
             no_build: false,
@@ -129,6 +134,7 @@ impl Options {
                 "--seconds" => options.window = seconds(flag, value()?)?,
                 "--warmup" => options.warmup = seconds(flag, value()?)?,
                 "--connections" => options.connections = number(flag, value()?)?,
+                "--rounds" => options.rounds = number(flag, value()?)?,
                 "--gateway-cpu" => options.gateway_cpu = number(flag, value()?)?,
                 "--driver-cpu" => options.driver_cpu = number(flag, value()?)?,
                 "--no-build" => options.no_build = true,
@@ -140,6 +146,10 @@ impl Options {
         ensure!(
             (1..=4096).contains(&options.connections),
             "--connections must be between 1 and 4096"
+        );
+        ensure!(
+            (1..=100).contains(&options.rounds),
+            "--rounds must be between 1 and 100"
         );
         ensure!(
             options.gateway_cpu != options.driver_cpu,
@@ -256,6 +266,7 @@ fn gateway(root: &Path, options: &Options, command: String) -> Result<()> {
         machine,
         connections: options.connections,
         window: options.window,
+        rounds: options.rounds,
         realtime: options.realtime.then_some(REALTIME_PRIORITY),
         load_before,
         stream_events,
@@ -420,13 +431,9 @@ impl Bench<'_> {
             ],
         )?;
         upstream.wait_listening(upstream_addr)?;
-        let mut runs = Vec::new();
-        let direct = self.target("direct", upstream_addr, None).await?;
-        let stream_events = direct.1;
-        runs.push(direct.0);
 
         let proxy_addr = free_port()?;
-        let proxy = self.start(
+        let mut proxy = self.start(
             FLOOR,
             self.options.gateway_cpu,
             self.xtask,
@@ -438,12 +445,12 @@ impl Bench<'_> {
                 upstream_addr.to_string(),
             ],
         )?;
-        runs.push(self.target(FLOOR, proxy_addr, Some(proxy)).await?.0);
+        proxy.wait_listening(proxy_addr)?;
 
         let echelon_addr = free_port()?;
         let config_dir = self.scratch.join("echelon-config");
         config::write(&config_dir, upstream_addr, echelon_addr)?;
-        let echelon = self.start(
+        let mut echelon = self.start(
             SUBJECT,
             self.options.gateway_cpu,
             self.echelon,
@@ -455,44 +462,34 @@ impl Bench<'_> {
                 echelon_addr.to_string(),
             ],
         )?;
-        runs.push(self.target(SUBJECT, echelon_addr, Some(echelon)).await?.0);
-        drop(upstream);
-        Ok((runs, stream_events))
-    }
+        echelon.wait_listening(echelon_addr)?;
 
-    /// Runs the four phases against one target; returns its figures and the SSE events of one
-    /// streamed answer.
-    async fn target(
-        &self,
-        name: &'static str,
-        addr: SocketAddr,
-        process: Option<Started>,
-    ) -> Result<(TargetRun, usize)> {
-        let mut process = process;
-        if let Some(process) = &mut process {
-            process.wait_listening(addr)?;
+        // Both processes under test stay up for the whole run and take turns, so that a slow
+        // moment of the machine falls on one round of each rather than on one target.
+        let targets = [
+            Target::new("direct", upstream_addr, None),
+            Target::new(FLOOR, proxy_addr, Some(proxy.pid())),
+            Target::new(SUBJECT, echelon_addr, Some(echelon.pid())),
+        ];
+        let mut stream_events = 0;
+        for target in &targets {
+            load::probe(&target.json)
+                .await
+                .with_context(|| format!("{} did not answer a chat completion", target.name))?;
+            let streamed = load::probe(&target.stream).await.with_context(|| {
+                format!("{} did not answer a streamed chat completion", target.name)
+            })?;
+            stream_events = String::from_utf8_lossy(&streamed)
+                .split("\n\n")
+                .filter(|event| event.starts_with("data: "))
+                .count();
         }
-        let workload = |stream| Workload {
-            addr,
-            path: "/v1/chat/completions",
-            body: chat_body(config::WRAPPER, stream),
-            stream,
-        };
-        let (json, stream) = (workload(false), workload(true));
-        load::probe(&json)
-            .await
-            .with_context(|| format!("{name} did not answer a chat completion"))?;
-        let streamed = load::probe(&stream)
-            .await
-            .with_context(|| format!("{name} did not answer a streamed chat completion"))?;
-        let events = String::from_utf8_lossy(&streamed)
-            .split("\n\n")
-            .filter(|event| event.starts_with("data: "))
-            .count();
-        // Let start-up work settle before the idle reading.
+        // Let start-up work settle before the idle readings.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let pid = process.as_ref().map(Started::pid);
-        let idle = pid.map(procfs::status).transpose()?;
+        let idle = targets
+            .iter()
+            .map(|t| t.pid.map(procfs::status).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let single = Phase {
             connections: 1,
             warmup: self.options.warmup,
@@ -502,51 +499,97 @@ impl Bench<'_> {
             connections: self.options.connections,
             ..single
         };
-        let json_single = self.phase(name, "json c=1", &json, single, pid).await?;
-        let json_many = self.phase(name, "json c=N", &json, many, pid).await?;
-        let stream_single = self.phase(name, "stream c=1", &stream, single, pid).await?;
-        let stream_many = self.phase(name, "stream c=N", &stream, many, pid).await?;
-        let after = pid.map(procfs::status).transpose()?;
-        drop(process);
-        Ok((
-            TargetRun {
-                name,
-                has_process: pid.is_some(),
+        let kinds = [(false, single), (false, many), (true, single), (true, many)];
+        let mut results: Vec<[Vec<PhaseResult>; 4]> =
+            targets.iter().map(|_| Default::default()).collect();
+        for round in 1..=self.options.rounds {
+            for (kind, &(stream, phase)) in kinds.iter().enumerate() {
+                for (target, results) in targets.iter().zip(&mut results) {
+                    let workload = if stream { &target.stream } else { &target.json };
+                    let result = load::run(workload, phase, target.pid, self.ticks).await?;
+                    print_phase(
+                        round,
+                        self.options.rounds,
+                        target.name,
+                        stream,
+                        phase,
+                        &result,
+                    );
+                    results[kind].push(result);
+                }
+            }
+        }
+        let mut runs = Vec::new();
+        for ((target, results), idle) in targets.iter().zip(results).zip(idle) {
+            let [json_single, json_many, stream_single, stream_many] =
+                results.map(|rounds| Summary::of(&rounds));
+            runs.push(TargetRun {
+                name: target.name,
+                has_process: target.pid.is_some(),
                 json_single,
                 json_many,
                 stream_single,
                 stream_many,
                 idle,
-                after,
-            },
-            events,
-        ))
+                after: target.pid.map(procfs::status).transpose()?,
+            });
+        }
+        drop((echelon, proxy, upstream));
+        Ok((runs, stream_events))
     }
+}
 
-    async fn phase(
-        &self,
-        name: &str,
-        what: &str,
-        workload: &Workload,
-        phase: Phase,
-        pid: Option<u32>,
-    ) -> Result<PhaseResult> {
-        let what = what.replace("c=N", &format!("c={}", phase.connections));
-        let result = load::run(workload, phase, pid, self.ticks).await?;
-        let p50 = result.latency.percentile(50.0).map_or_else(
-            || "–".to_owned(),
-            |d| format!("{:.3} ms", d.as_secs_f64() * 1e3),
-        );
-        let cpu = result.cpu_per_request().map_or_else(String::new, |d| {
-            format!(", {:.1} µs CPU/request", d.as_secs_f64() * 1e6)
-        });
-        println!(
-            "==> {name:<10} {what:<11} {:>9.0} req/s, p50 {p50}{cpu}, {} error(s)",
-            result.throughput(),
-            result.errors
-        );
-        Ok(result)
+/// One thing the load generator talks to.
+struct Target {
+    name: &'static str,
+    /// The process whose CPU and memory are measured, if any.
+    pid: Option<u32>,
+    json: Workload,
+    stream: Workload,
+}
+
+impl Target {
+    fn new(name: &'static str, addr: SocketAddr, pid: Option<u32>) -> Self {
+        let workload = |stream| Workload {
+            addr,
+            path: "/v1/chat/completions",
+            body: chat_body(config::WRAPPER, stream),
+            stream,
+        };
+        Self {
+            name,
+            pid,
+            json: workload(false),
+            stream: workload(true),
+        }
     }
+}
+
+fn print_phase(
+    round: usize,
+    rounds: usize,
+    name: &str,
+    stream: bool,
+    phase: Phase,
+    result: &PhaseResult,
+) {
+    let what = format!(
+        "{} c={}",
+        if stream { "stream" } else { "json" },
+        phase.connections
+    );
+    let p50 = result.latency.percentile(50.0).map_or_else(
+        || "–".to_owned(),
+        |d| format!("{:.3} ms", d.as_secs_f64() * 1e3),
+    );
+    let cpu = result.cpu_per_request().map_or_else(String::new, |d| {
+        format!(", {:.1} µs CPU/request", d.as_secs_f64() * 1e6)
+    });
+    println!(
+        "==> {round}/{rounds} {name:<10} {what:<11} {:>9.0} req/s, p50 {p50}{cpu}, {} error(s)",
+        result.throughput(),
+        result.errors
+    );
 }
 
 /// `xtask bench-load --addr ADDR [--connections N] [--seconds S] [--stream] [--model M]`:
@@ -629,9 +672,9 @@ mod tests {
     fn options_default_to_a_short_run() {
         let options = Options::parse(&[]).unwrap();
         assert_eq!(options, Options::default());
-        // 3 targets × 4 phases × (window + warmup) stays under two minutes.
-        let total = (options.window + options.warmup) * 12;
-        assert!(total <= Duration::from_secs(90), "{total:?}");
+        // 3 targets × 4 phases × rounds × (window + warmup) stays within two minutes.
+        let total = (options.window + options.warmup) * 12 * u32::try_from(options.rounds).unwrap();
+        assert!(total <= Duration::from_secs(120), "{total:?}");
     }
 
     #[test]
@@ -643,6 +686,8 @@ mod tests {
             "0.5",
             "--connections",
             "32",
+            "--rounds",
+            "5",
             "--gateway-cpu",
             "3",
             "--driver-cpu",
@@ -658,6 +703,7 @@ mod tests {
                 window: Duration::from_secs(15),
                 warmup: Duration::from_millis(500),
                 connections: 32,
+                rounds: 5,
                 gateway_cpu: 3,
                 driver_cpu: 2,
                 no_build: true,
@@ -678,6 +724,10 @@ mod tests {
         assert_eq!(
             error(&["--connections", "0"]),
             "--connections must be between 1 and 4096"
+        );
+        assert_eq!(
+            error(&["--rounds", "0"]),
+            "--rounds must be between 1 and 100"
         );
         assert_eq!(
             error(&["--gateway-cpu", "0"]),

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::load::PhaseResult;
+use super::load::Summary;
 use super::procfs::{Machine, Status};
 
 /// Where the generated part of `docs/performance.md` begins; text outside the markers is kept.
@@ -23,13 +23,13 @@ pub struct TargetRun {
     /// (false for the direct calls, which have no CPU or memory figures).
     pub has_process: bool,
     /// Non-streaming, one connection.
-    pub json_single: PhaseResult,
+    pub json_single: Summary,
     /// Non-streaming, many connections.
-    pub json_many: PhaseResult,
+    pub json_many: Summary,
     /// Streaming, one connection.
-    pub stream_single: PhaseResult,
+    pub stream_single: Summary,
     /// Streaming, many connections.
-    pub stream_many: PhaseResult,
+    pub stream_many: Summary,
     /// The process under test after start-up, before any load.
     pub idle: Option<Status>,
     /// The process under test after every phase (its `VmHWM` is the peak).
@@ -37,7 +37,7 @@ pub struct TargetRun {
 }
 
 impl TargetRun {
-    fn phases(&self) -> [&PhaseResult; 4] {
+    fn phases(&self) -> [&Summary; 4] {
         [
             &self.json_single,
             &self.json_many,
@@ -70,6 +70,8 @@ pub struct Report {
     pub connections: usize,
     /// The recorded window of each phase.
     pub window: Duration,
+    /// Rounds of every phase; figures are medians over them.
+    pub rounds: usize,
     /// The real-time priority the run's processes had, if any.
     pub realtime: Option<u32>,
     /// The machine's 1-minute load average before the run, when known.
@@ -371,14 +373,17 @@ impl Report {
         let _ = writeln!(out, "```\n{}\n```\n", self.command);
         let _ = writeln!(
             out,
-            "Commit `{}`; {} CPUs ({}), Linux {}, {}. Each phase: {:.0} s recorded after a warmup; \
-             loaded phases use {} keep-alive connections.\n",
+            "Commit `{}`; {} CPUs ({}), Linux {}, {}. Each phase records {} s after a warmup, \
+             {} times, the targets taking turns; every figure is the median of the {} rounds. \
+             Loaded phases use {} keep-alive connections.\n",
             self.commit,
             m.cpus,
             m.cpu_model,
             m.kernel,
             m.rustc,
             self.window.as_secs_f64(),
+            self.rounds,
+            self.rounds,
             self.connections,
         );
         let _ = writeln!(out, "{}\n", self.conditions());
@@ -412,7 +417,7 @@ pub fn splice(doc: &str, generated: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::load::Samples;
+    use super::super::load::{PhaseResult, Samples};
     use super::*;
 
     fn phase(
@@ -420,9 +425,9 @@ mod tests {
         ttfb_us: &[u64],
         rps: u64,
         cpu_us_per_req: Option<u64>,
-    ) -> PhaseResult {
+    ) -> Summary {
         let micros = |v: &[u64]| Samples::new(v.iter().map(|u| u * 1000).collect());
-        PhaseResult {
+        Summary::of(&[PhaseResult {
             requests: rps,
             errors: 0,
             first_error: None,
@@ -430,7 +435,7 @@ mod tests {
             latency: micros(latency_us),
             ttfb: micros(ttfb_us),
             cpu: cpu_us_per_req.map(|us| Duration::from_micros(rps * us)),
-        }
+        }])
     }
 
     fn target(
@@ -473,6 +478,7 @@ mod tests {
             },
             connections: 64,
             window: Duration::from_secs(5),
+            rounds: 3,
             realtime: Some(10),
             load_before: Some(3.5),
             stream_events: 15,
@@ -560,7 +566,11 @@ mod tests {
         assert!(text.starts_with(BEGIN));
         assert!(text.trim_end().ends_with(END));
         assert!(text.contains("```\ncargo xtask bench --write\n```"));
-        assert!(text.contains("Commit `abc1234`; 2 CPUs (AMD EPYC), Linux 6.1, rustc 1.95.0."));
+        assert!(text.contains(
+            "Commit `abc1234`; 2 CPUs (AMD EPYC), Linux 6.1, rustc 1.95.0. Each phase records 5 s \
+             after a warmup, 3 times, the targets taking turns; every figure is the median of the \
+             3 rounds."
+        ));
         assert!(text.contains("| idle RSS | < 15 MB | 4.1 MB | met |"));
         assert!(text.contains(
             "real-time round-robin policy (priority 10), so other work on the machine could not \
