@@ -38,7 +38,7 @@ pub struct Workload {
 }
 
 /// The shape of one measured phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Phase {
     /// Connections, each with one request in flight at a time.
     pub connections: usize,
@@ -46,6 +46,9 @@ pub struct Phase {
     pub warmup: Duration,
     /// The recorded window.
     pub window: Duration,
+    /// Requests per second over all connections, each connection sending on its own schedule;
+    /// `None` sends each request as soon as the one before it is answered (closed loop).
+    pub rate: Option<f64>,
 }
 
 /// Latency samples of one phase, in nanoseconds, sorted.
@@ -225,11 +228,15 @@ pub async fn run(
     }
     let stage = Rc::new(Cell::new(Stage::Warmup));
     let mut workers = Vec::with_capacity(phase.connections);
-    for _ in 0..phase.connections {
+    let start = tokio::time::Instant::now();
+    for index in 0..phase.connections {
         let sender = connect(workload.addr).await?;
         let stage = Rc::clone(&stage);
         let workload = workload.clone();
-        workers.push(tokio::task::spawn_local(worker(sender, workload, stage)));
+        let pace = pace(phase, index, start);
+        workers.push(tokio::task::spawn_local(worker(
+            sender, workload, stage, pace,
+        )));
     }
     tokio::time::sleep(phase.warmup).await;
     let cpu_before = watched
@@ -307,13 +314,38 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
+/// When one connection of a paced phase sends: its first slot, and the time between slots.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    next: tokio::time::Instant,
+    interval: Duration,
+}
+
+/// The schedule of connection `index`: with `n` connections sharing `rate`, each sends every
+/// `n / rate` seconds, the connections staggered evenly over that interval.
+fn pace(phase: Phase, index: usize, start: tokio::time::Instant) -> Option<Pace> {
+    let rate = phase.rate.filter(|r| r.is_finite() && *r > 0.0)?;
+    let interval = Duration::from_secs_f64(phase.connections as f64 / rate);
+    let offset = interval.mul_f64(index as f64 / phase.connections as f64);
+    Some(Pace {
+        next: start + offset,
+        interval,
+    })
+}
+
 async fn worker(
     mut sender: SendRequest<Full<Bytes>>,
     workload: Workload,
     stage: Rc<Cell<Stage>>,
+    mut pace: Option<Pace>,
 ) -> WorkerTally {
     let mut tally = WorkerTally::default();
     loop {
+        if let Some(pace) = &mut pace {
+            tokio::time::sleep_until(pace.next).await;
+            // A late answer does not make the next requests burst to catch up.
+            pace.next = (pace.next + pace.interval).max(tokio::time::Instant::now());
+        }
         let at_start = stage.get();
         if at_start == Stage::Over {
             return tally;
@@ -571,6 +603,7 @@ mod tests {
                 connections: 4,
                 warmup: Duration::from_millis(20),
                 window: Duration::from_millis(100),
+                rate: None,
             };
             let pid = std::process::id();
             run(&workload(addr), phase, Some(pid), procfs::clock_ticks())
@@ -583,6 +616,30 @@ mod tests {
         assert_eq!(result.ttfb.len() as u64, result.requests);
         assert!(result.ttfb.percentile(50.0) <= result.latency.percentile(50.0));
         assert!(result.cpu.is_some());
+    }
+
+    #[test]
+    fn paced_connections_share_the_rate_staggered() {
+        let phase = Phase {
+            connections: 4,
+            warmup: Duration::from_millis(100),
+            window: Duration::from_secs(1),
+            rate: Some(200.0),
+        };
+        let start = tokio::time::Instant::now();
+        let slots: Vec<Pace> = (0..4).map(|i| pace(phase, i, start).unwrap()).collect();
+        assert!(
+            slots
+                .iter()
+                .all(|p| p.interval == Duration::from_millis(20))
+        );
+        assert_eq!(slots[1].next - start, Duration::from_millis(5));
+        assert_eq!(slots[3].next - start, Duration::from_millis(15));
+        let closed = Phase {
+            rate: None,
+            ..phase
+        };
+        assert!(pace(closed, 0, start).is_none());
     }
 
     #[test]

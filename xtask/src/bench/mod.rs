@@ -39,8 +39,10 @@ options:
   --seconds S        recorded window of each phase (default 2)
   --warmup S         unrecorded load before each window (default 0.5)
   --connections N    connections of the loaded phases (default 64)
-  --rounds N         times each of the 12 phases (3 targets x 4) runs, the targets taking
-                     turns; every figure is the median over the rounds (default 3)
+  --rounds N         times each phase runs, the targets taking turns; every figure is the
+                     median over the rounds (default 3)
+  --paced-rate R     offered load of the paced phase, in requests/s over the c=N connections:
+                     CPU per request of the proxy and Echelon at the same load (default 5000)
   --gateway-cpu N    the core of the process under test (default 1)
   --driver-cpu N     the core of the load generator and the fake upstream (default 0)
   --no-build         use the release builds of echelon and xtask as they are
@@ -74,6 +76,8 @@ pub struct Options {
     pub connections: usize,
     /// How many times every phase runs; figures are medians over the rounds.
     pub rounds: usize,
+    /// The offered load of the paced phase, in requests per second.
+    pub paced_rate: f64,
     /// The core of the process under test.
     pub gateway_cpu: usize,
     /// The core of the load generator and the fake upstream.
@@ -93,6 +97,7 @@ impl Default for Options {
             warmup: Duration::from_millis(500),
             connections: 64,
             rounds: 3,
+            paced_rate: 5000.0,
             gateway_cpu: 1,
             driver_cpu: 0,
             no_build: false,
@@ -111,6 +116,17 @@ fn seconds(flag: &str, value: &str) -> Result<Duration> {
         "`{flag} {value}`: must be more than 0 and at most 3600 seconds"
     );
     Ok(Duration::from_secs_f64(s))
+}
+
+fn rate(flag: &str, value: &str) -> Result<f64> {
+    let rate: f64 = value
+        .parse()
+        .with_context(|| format!("`{flag} {value}`: not a number of requests per second"))?;
+    ensure!(
+        rate.is_finite() && (1.0..=1e7).contains(&rate),
+        "`{flag} {value}`: must be between 1 and 10000000 requests per second"
+    );
+    Ok(rate)
 }
 
 fn number(flag: &str, value: &str) -> Result<usize> {
@@ -135,6 +151,7 @@ impl Options {
                 "--warmup" => options.warmup = seconds(flag, value()?)?,
                 "--connections" => options.connections = number(flag, value()?)?,
                 "--rounds" => options.rounds = number(flag, value()?)?,
+                "--paced-rate" => options.paced_rate = rate(flag, value()?)?,
                 "--gateway-cpu" => options.gateway_cpu = number(flag, value()?)?,
                 "--driver-cpu" => options.driver_cpu = number(flag, value()?)?,
                 "--no-build" => options.no_build = true,
@@ -267,6 +284,7 @@ fn gateway(root: &Path, options: &Options, command: String) -> Result<()> {
         connections: options.connections,
         window: options.window,
         rounds: options.rounds,
+        paced_rate: options.paced_rate,
         realtime: options.realtime.then_some(REALTIME_PRIORITY),
         load_before,
         stream_events,
@@ -494,17 +512,33 @@ impl Bench<'_> {
             connections: 1,
             warmup: self.options.warmup,
             window: self.options.window,
+            rate: None,
         };
         let many = Phase {
             connections: self.options.connections,
             ..single
         };
-        let kinds = [(false, single), (false, many), (true, single), (true, many)];
-        let mut results: Vec<[Vec<PhaseResult>; 4]> =
+        let paced = Phase {
+            rate: Some(self.options.paced_rate),
+            ..many
+        };
+        let kinds = [
+            (false, single),
+            (false, many),
+            (false, paced),
+            (true, single),
+            (true, many),
+        ];
+        let mut results: Vec<[Vec<PhaseResult>; 5]> =
             targets.iter().map(|_| Default::default()).collect();
         for round in 1..=self.options.rounds {
             for (kind, &(stream, phase)) in kinds.iter().enumerate() {
                 for (target, results) in targets.iter().zip(&mut results) {
+                    if phase.rate.is_some() && target.pid.is_none() {
+                        // Pacing compares CPU per request at the same load; direct calls have
+                        // no process to measure.
+                        continue;
+                    }
                     let workload = if stream { &target.stream } else { &target.json };
                     let result = load::run(workload, phase, target.pid, self.ticks).await?;
                     print_phase(
@@ -521,13 +555,19 @@ impl Bench<'_> {
         }
         let mut runs = Vec::new();
         for ((target, results), idle) in targets.iter().zip(results).zip(idle) {
-            let [json_single, json_many, stream_single, stream_many] =
-                results.map(|rounds| Summary::of(&rounds));
+            let [
+                json_single,
+                json_many,
+                json_paced,
+                stream_single,
+                stream_many,
+            ] = results.map(|rounds| Summary::of(&rounds));
             runs.push(TargetRun {
                 name: target.name,
                 has_process: target.pid.is_some(),
                 json_single,
                 json_many,
+                json_paced,
                 stream_single,
                 stream_many,
                 idle,
@@ -574,9 +614,10 @@ fn print_phase(
     result: &PhaseResult,
 ) {
     let what = format!(
-        "{} c={}",
+        "{} c={}{}",
         if stream { "stream" } else { "json" },
-        phase.connections
+        phase.connections,
+        if phase.rate.is_some() { " paced" } else { "" }
     );
     let p50 = result.latency.percentile(50.0).map_or_else(
         || "–".to_owned(),
@@ -592,7 +633,7 @@ fn print_phase(
     );
 }
 
-/// `xtask bench-load --addr ADDR [--connections N] [--seconds S] [--stream] [--model M]`:
+/// `xtask bench-load --addr ADDR [--connections N] [--seconds S] [--rate R] [--stream] [--model M]`:
 /// the load generator alone, against a server started by hand (for profiling it with `perf`).
 pub fn load_main(args: &[String]) -> Result<()> {
     let mut addr = None;
@@ -600,6 +641,7 @@ pub fn load_main(args: &[String]) -> Result<()> {
         connections: 64,
         warmup: Duration::from_secs(1),
         window: Duration::from_secs(10),
+        rate: None,
     };
     let mut stream = false;
     let mut model = config::WRAPPER.to_owned();
@@ -620,6 +662,7 @@ pub fn load_main(args: &[String]) -> Result<()> {
             }
             "--connections" => phase.connections = number(flag, value()?)?,
             "--seconds" => phase.window = seconds(flag, value()?)?,
+            "--rate" => phase.rate = Some(rate(flag, value()?)?),
             "--model" => value()?.clone_into(&mut model),
             "--stream" => stream = true,
             other => bail!("unknown bench-load option `{other}`"),
@@ -672,8 +715,9 @@ mod tests {
     fn options_default_to_a_short_run() {
         let options = Options::parse(&[]).unwrap();
         assert_eq!(options, Options::default());
-        // 3 targets × 4 phases × rounds × (window + warmup) stays within two minutes.
-        let total = (options.window + options.warmup) * 12 * u32::try_from(options.rounds).unwrap();
+        // (3 targets × 4 phases + 2 paced phases) × rounds × (window + warmup) stays within two
+        // minutes.
+        let total = (options.window + options.warmup) * 14 * u32::try_from(options.rounds).unwrap();
         assert!(total <= Duration::from_secs(120), "{total:?}");
     }
 
@@ -688,6 +732,8 @@ mod tests {
             "32",
             "--rounds",
             "5",
+            "--paced-rate",
+            "2500",
             "--gateway-cpu",
             "3",
             "--driver-cpu",
@@ -704,6 +750,7 @@ mod tests {
                 warmup: Duration::from_millis(500),
                 connections: 32,
                 rounds: 5,
+                paced_rate: 2500.0,
                 gateway_cpu: 3,
                 driver_cpu: 2,
                 no_build: true,
@@ -724,6 +771,10 @@ mod tests {
         assert_eq!(
             error(&["--connections", "0"]),
             "--connections must be between 1 and 4096"
+        );
+        assert_eq!(
+            error(&["--paced-rate", "0"]),
+            "`--paced-rate 0`: must be between 1 and 10000000 requests per second"
         );
         assert_eq!(
             error(&["--rounds", "0"]),

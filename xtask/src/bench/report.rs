@@ -26,6 +26,8 @@ pub struct TargetRun {
     pub json_single: Summary,
     /// Non-streaming, many connections.
     pub json_many: Summary,
+    /// Non-streaming, many connections, paced at [`Report::paced_rate`].
+    pub json_paced: Summary,
     /// Streaming, one connection.
     pub stream_single: Summary,
     /// Streaming, many connections.
@@ -37,10 +39,11 @@ pub struct TargetRun {
 }
 
 impl TargetRun {
-    fn phases(&self) -> [&Summary; 4] {
+    fn phases(&self) -> [&Summary; 5] {
         [
             &self.json_single,
             &self.json_many,
+            &self.json_paced,
             &self.stream_single,
             &self.stream_many,
         ]
@@ -72,6 +75,8 @@ pub struct Report {
     pub window: Duration,
     /// Rounds of every phase; figures are medians over them.
     pub rounds: usize,
+    /// The offered load of the paced phase, in requests per second.
+    pub paced_rate: f64,
     /// The real-time priority the run's processes had, if any.
     pub realtime: Option<u32>,
     /// The machine's 1-minute load average before the run, when known.
@@ -162,9 +167,10 @@ impl Report {
         let _ = writeln!(out, "Non-streaming chat completion:\n");
         let _ = writeln!(
             out,
-            "| target | c=1 p50 | c=1 p99 | p50 over direct | p99 over direct | c={c} req/s | CPU per request | core busy at c={c} |"
+            "| target | c=1 p50 | c=1 p99 | p50 over direct | p99 over direct | c={c} req/s | CPU per request | core busy at c={c} | CPU per request at {} req/s |",
+            rate(self.paced_rate)
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for run in &self.runs {
             let p50 = run.json_single.latency.percentile(50.0);
             let p99 = run.json_single.latency.percentile(99.0);
@@ -175,7 +181,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 run.name,
                 ms_opt(p50),
                 ms_opt(p99),
@@ -184,6 +190,7 @@ impl Report {
                 rate(run.json_many.throughput()),
                 us(run.json_many.cpu_per_request()),
                 percent(run.json_many.busy_percent()),
+                us(run.json_paced.cpu_per_request()),
             );
         }
         let _ = writeln!(
@@ -262,10 +269,21 @@ impl Report {
             .zip(proxy.json_many.cpu_per_request())
             .map(|(a, b)| ratio(a.as_secs_f64(), b.as_secs_f64()));
         checks.push(Check {
-            what: "CPU per request",
+            what: "CPU per request at c=N",
             goal: "≤ 2× the bare proxy's",
             measured: cpu.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×")),
             met: cpu.is_some_and(|r| r <= 2.0),
+        });
+        let paced = gw
+            .json_paced
+            .cpu_per_request()
+            .zip(proxy.json_paced.cpu_per_request())
+            .map(|(a, b)| ratio(a.as_secs_f64(), b.as_secs_f64()));
+        checks.push(Check {
+            what: "CPU per request at the same paced load",
+            goal: "≤ 2× the bare proxy's",
+            measured: paced.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×")),
+            met: paced.is_some_and(|r| r <= 2.0),
         });
         let over = |run: &TargetRun, p: f64| {
             difference(
@@ -451,6 +469,7 @@ mod tests {
             has_process,
             json_single: phase(&[100 + extra_us, 200 + extra_us], &[], 1000, cpu(1)),
             json_many: phase(&[1000], &[], rps, cpu(1)),
+            json_paced: phase(&[500], &[], 5000, cpu(2)),
             stream_single: phase(&[300 + extra_us], &[150 + extra_us], 500, cpu(1)),
             stream_many: phase(&[2000], &[1000], rps / 4, cpu(3)),
             idle: has_process.then_some(Status {
@@ -479,6 +498,7 @@ mod tests {
             connections: 64,
             window: Duration::from_secs(5),
             rounds: 3,
+            paced_rate: 5000.0,
             realtime: Some(10),
             load_before: Some(3.5),
             stream_events: 15,
@@ -493,13 +513,14 @@ mod tests {
     #[test]
     fn checks_compare_against_the_proxy_and_direct() {
         let good = report(140, 26_000).checks("echelon", "bare proxy");
-        assert_eq!(good.len(), 8);
+        assert_eq!(good.len(), 9);
         assert!(good.iter().all(|c| c.met), "{good:#?}");
         assert_eq!(good[0].measured, "65 %");
         assert_eq!(good[1].measured, "1.94×");
-        assert_eq!(good[2].measured, "+0.140 ms vs +0.100 ms");
-        assert_eq!(good[5].measured, "+0.140 ms");
-        assert_eq!(good[6].measured, "4.1 MB");
+        assert_eq!(good[2].measured, "1.94×");
+        assert_eq!(good[3].measured, "+0.140 ms vs +0.100 ms");
+        assert_eq!(good[6].measured, "+0.140 ms");
+        assert_eq!(good[7].measured, "4.1 MB");
 
         let slow = report(400, 10_000).checks("echelon", "bare proxy");
         let missed: Vec<&str> = slow.iter().filter(|c| !c.met).map(|c| c.what).collect();
@@ -523,7 +544,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(
-            "| echelon | 0.240 ms | 0.340 ms | +0.140 ms | +0.140 ms | 26,000 | 31.0 µs | 81 % |"
+            "| echelon | 0.240 ms | 0.340 ms | +0.140 ms | +0.140 ms | 26,000 | 31.0 µs | 81 % | 62.0 µs |"
         ), "{text}");
         assert!(text.contains("| bare proxy | 0.250 ms | 0.250 ms | +0.100 ms | 0.400 ms | 10,000 | 48.0 µs | 48 % |"), "{text}");
         assert!(text.contains("| direct | – | – | – | 0 |"), "{text}");
