@@ -2,4 +2,5 @@
 
 mod cli;
 mod http;
+mod reload;
 mod ui;
