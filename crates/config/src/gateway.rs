@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use echelon_domain::alert::{AlertCondition, AlertLevel, AlertRule, Combine, Comparison};
 use echelon_domain::secret::Secret;
 use serde::Serialize;
 
@@ -132,21 +133,6 @@ pub struct AlertSettings {
     pub rules: Vec<AlertRule>,
 }
 
-/// One `[[alerts.rules]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertRule {
-    /// Unique name.
-    pub name: String,
-    /// Severity of the alert it raises. Default `warning`.
-    pub level: AlertLevel,
-    /// Least time between two firings of the rule. Default 10 min.
-    pub cooldown: Duration,
-    /// Free text.
-    pub description: Option<String>,
-    /// When it fires.
-    pub condition: AlertCondition,
-}
-
 /// The kind of an alert rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -157,86 +143,6 @@ pub enum AlertKind {
     Trend,
     /// Other rules combined.
     Composite,
-}
-
-/// When a rule fires.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum AlertCondition {
-    /// `metric op value`, over `window`.
-    Threshold {
-        /// Metric name, e.g. `pool_healthy_ratio`.
-        metric: String,
-        /// What the metric is about, e.g. `pool:fast`; none means any.
-        target: Option<String>,
-        /// Comparison.
-        op: Comparison,
-        /// Threshold.
-        value: f64,
-        /// Window the metric is averaged over. Default 1 min.
-        window: Duration,
-    },
-    /// `increase(metric, window) op value`.
-    Trend {
-        /// Metric name.
-        metric: String,
-        /// What the metric is about; none means any.
-        target: Option<String>,
-        /// Comparison.
-        op: Comparison,
-        /// Threshold on the change.
-        value: f64,
-        /// Window of the change. Default 5 min.
-        window: Duration,
-    },
-    /// Threshold and trend rules combined.
-    Composite {
-        /// Names of the combined rules.
-        rules: Vec<String>,
-        /// All of them, or any.
-        combine: Combine,
-    },
-}
-
-/// A comparison operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Comparison {
-    /// `>`
-    #[serde(rename = ">")]
-    Greater,
-    /// `>=`
-    #[serde(rename = ">=")]
-    GreaterOrEqual,
-    /// `<`
-    #[serde(rename = "<")]
-    Less,
-    /// `<=`
-    #[serde(rename = "<=")]
-    LessOrEqual,
-}
-
-/// How a composite rule combines its rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Combine {
-    /// Fires when all rules fire.
-    #[default]
-    All,
-    /// Fires when any rule fires.
-    Any,
-}
-
-/// Alert severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertLevel {
-    /// For information.
-    Info,
-    /// Needs attention.
-    #[default]
-    Warning,
-    /// Needs attention now.
-    Critical,
 }
 
 impl Choice for LogFormat {

@@ -85,6 +85,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod breaker;
 pub mod chat;
 pub mod error;

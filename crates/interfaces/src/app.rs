@@ -351,10 +351,9 @@ pub fn start_background(
         notifiers.push(Arc::new(webhook));
         tasks.push(task);
     }
-    let rules: Vec<alerts::AlertRule> = settings.alerts.rules.iter().map(alert_rule).collect();
     let engine = Arc::new(
         AlertEngine::new(
-            &rules,
+            &settings.alerts.rules,
             Arc::new(Notifiers(notifiers)),
             AlertEngineOptions::default(),
         )
@@ -375,62 +374,6 @@ pub fn start_background(
     ));
     let _ = components.operations.alerts.set(engine);
     Ok(Background { tasks })
-}
-
-/// The application's alert rule for a configured one: the same fields, one crate apart.
-fn alert_rule(rule: &echelon_config::AlertRule) -> alerts::AlertRule {
-    use echelon_config::{AlertCondition as C, AlertLevel as L, Combine as K, Comparison as O};
-    let op = |op: O| match op {
-        O::Greater => alerts::Comparison::Greater,
-        O::GreaterOrEqual => alerts::Comparison::GreaterOrEqual,
-        O::Less => alerts::Comparison::Less,
-        O::LessOrEqual => alerts::Comparison::LessOrEqual,
-    };
-    alerts::AlertRule {
-        name: rule.name.clone(),
-        level: match rule.level {
-            L::Info => alerts::AlertLevel::Info,
-            L::Warning => alerts::AlertLevel::Warning,
-            L::Critical => alerts::AlertLevel::Critical,
-        },
-        cooldown: rule.cooldown,
-        description: rule.description.clone(),
-        condition: match &rule.condition {
-            C::Threshold {
-                metric,
-                target,
-                op: o,
-                value,
-                window,
-            } => alerts::AlertCondition::Threshold {
-                metric: metric.clone(),
-                target: target.clone(),
-                op: op(*o),
-                value: *value,
-                window: *window,
-            },
-            C::Trend {
-                metric,
-                target,
-                op: o,
-                value,
-                window,
-            } => alerts::AlertCondition::Trend {
-                metric: metric.clone(),
-                target: target.clone(),
-                op: op(*o),
-                value: *value,
-                window: *window,
-            },
-            C::Composite { rules, combine } => alerts::AlertCondition::Composite {
-                rules: rules.clone(),
-                combine: match combine {
-                    K::All => alerts::Combine::All,
-                    K::Any => alerts::Combine::Any,
-                },
-            },
-        },
-    }
 }
 
 /// Loads the configuration folder, printing nothing: the caller decides how to show a report.
