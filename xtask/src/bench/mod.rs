@@ -49,6 +49,8 @@ options:
   --no-realtime      run at normal priority (by default every process of the run gets the
                      real-time round-robin policy, so that builds and tests running on the same
                      machine cannot preempt it; that needs root or CAP_SYS_NICE)
+  --echelon-env K=V  extra environment of the Echelon process, for experiments (repeatable),
+                     e.g. LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
   --write            replace the generated part of docs/performance.md with this run";
 
 /// The target whose figures are checked, and the one it is checked against.
@@ -88,6 +90,9 @@ pub struct Options {
     pub realtime: bool,
     /// Update `docs/performance.md`.
     pub write: bool,
+    /// Extra environment of the Echelon process, for experiments (an allocator through
+    /// `LD_PRELOAD`, `TOKIO_WORKER_THREADS`).
+    pub echelon_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -103,6 +108,7 @@ impl Default for Options {
             no_build: false,
             realtime: true,
             write: false,
+            echelon_env: Vec::new(),
         }
     }
 }
@@ -157,6 +163,13 @@ impl Options {
                 "--no-build" => options.no_build = true,
                 "--no-realtime" => options.realtime = false,
                 "--write" => options.write = true,
+                "--echelon-env" => {
+                    let pair = value()?;
+                    let (key, val) = pair
+                        .split_once('=')
+                        .with_context(|| format!("`{flag} {pair}`: expected KEY=VALUE"))?;
+                    options.echelon_env.push((key.to_owned(), val.to_owned()));
+                }
                 other => bail!("unknown bench option `{other}`\n\n{USAGE}"),
             }
         }
@@ -285,6 +298,7 @@ fn gateway(root: &Path, options: &Options, command: String) -> Result<()> {
         window: options.window,
         rounds: options.rounds,
         paced_rate: options.paced_rate,
+        echelon_env: options.echelon_env.clone(),
         realtime: options.realtime.then_some(REALTIME_PRIORITY),
         load_before,
         stream_events,
@@ -416,6 +430,7 @@ impl Bench<'_> {
         cpu: usize,
         program: &Path,
         args: &[String],
+        env: &[(String, String)],
     ) -> Result<Started> {
         let log = self.scratch.join(format!("{}.log", name.replace(' ', "-")));
         let file = fs::File::create(&log)?;
@@ -424,6 +439,7 @@ impl Bench<'_> {
             .arg(program)
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -447,6 +463,7 @@ impl Bench<'_> {
                 "--max-connections".into(),
                 "8192".into(),
             ],
+            &[],
         )?;
         upstream.wait_listening(upstream_addr)?;
 
@@ -462,6 +479,7 @@ impl Bench<'_> {
                 "--upstream".into(),
                 upstream_addr.to_string(),
             ],
+            &[],
         )?;
         proxy.wait_listening(proxy_addr)?;
 
@@ -479,6 +497,7 @@ impl Bench<'_> {
                 "--listen".into(),
                 echelon_addr.to_string(),
             ],
+            &self.options.echelon_env,
         )?;
         echelon.wait_listening(echelon_addr)?;
 
@@ -741,6 +760,8 @@ mod tests {
             "--no-build",
             "--no-realtime",
             "--write",
+            "--echelon-env",
+            "A=b=c",
         ]))
         .unwrap();
         assert_eq!(
@@ -756,6 +777,7 @@ mod tests {
                 no_build: true,
                 realtime: false,
                 write: true,
+                echelon_env: vec![("A".to_owned(), "b=c".to_owned())],
             }
         );
         let error = |list: &[&str]| Options::parse(&args(list)).unwrap_err().to_string();
@@ -768,6 +790,10 @@ mod tests {
             "`--seconds 0`: must be more than 0 and at most 3600 seconds"
         );
         assert_eq!(error(&["--connections"]), "`--connections` needs a value");
+        assert_eq!(
+            error(&["--echelon-env", "A"]),
+            "`--echelon-env A`: expected KEY=VALUE"
+        );
         assert_eq!(
             error(&["--connections", "0"]),
             "--connections must be between 1 and 4096"

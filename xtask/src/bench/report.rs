@@ -77,6 +77,8 @@ pub struct Report {
     pub rounds: usize,
     /// The offered load of the paced phase, in requests per second.
     pub paced_rate: f64,
+    /// Extra environment Echelon ran with (an experiment), if any.
+    pub echelon_env: Vec<(String, String)>,
     /// The real-time priority the run's processes had, if any.
     pub realtime: Option<u32>,
     /// The machine's 1-minute load average before the run, when known.
@@ -499,6 +501,7 @@ mod tests {
             window: Duration::from_secs(5),
             rounds: 3,
             paced_rate: 5000.0,
+            echelon_env: vec![("LD_PRELOAD".to_owned(), "libmimalloc.so.2".to_owned())],
             realtime: Some(10),
             load_before: Some(3.5),
             stream_events: 15,
@@ -595,7 +598,8 @@ mod tests {
         assert!(text.contains("| idle RSS | < 15 MB | 4.1 MB | met |"));
         assert!(text.contains(
             "real-time round-robin policy (priority 10), so other work on the machine could not \
-             preempt it; the 1-minute load average before the run was 3.50."
+             preempt it; the 1-minute load average before the run was 3.50. Echelon ran with \
+             `LD_PRELOAD=libmimalloc.so.2`."
         ));
     }
 }
