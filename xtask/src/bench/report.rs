@@ -377,12 +377,21 @@ impl Report {
                      competed with them"
                 .to_owned(),
         };
-        match self.load_before {
+        let mut text = match self.load_before {
             Some(load) => {
                 format!("{policy}; the 1-minute load average before the run was {load:.2}.")
             }
             None => format!("{policy}."),
+        };
+        if !self.echelon_env.is_empty() {
+            let env: Vec<String> = self
+                .echelon_env
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect();
+            let _ = write!(text, " Echelon ran with {}.", env.join(" "));
         }
+        text
     }
 
     /// The generated part of `docs/performance.md`: the command, the machine and the tables.
