@@ -19,7 +19,9 @@ use echelon_application::clock::TokioClock;
 use echelon_application::gateway::{EngineOptions, Gateway};
 use echelon_application::health_check::{BackgroundTask, HealthCheckOptions, HealthChecker};
 use echelon_application::history::{DEFAULT_HISTORY, EventHistory, FanOut};
-use echelon_config::{ConfigReport, GatewaySettings, LoadedConfig, ProcessEnv, Reload};
+use echelon_config::{
+    ConfigReport, GatewaySettings, LoadedConfig, ProcessEnv, Reload, StateBackend,
+};
 use echelon_domain::events::EventSink;
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::TableOptions;
@@ -430,6 +432,14 @@ pub struct ServeOptions {
 /// failure.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let config = load(&options.config_dir).map_err(|report| anyhow::anyhow!("{report}"))?;
+    if let StateBackend::Redis { .. } = &config.gateway.state {
+        // Refusing beats counting per process while the operator believes limits are shared.
+        anyhow::bail!(
+            "gateway.toml [state] backend = \"redis\": this build has no Redis backend yet, so rate \
+             and concurrency limits cannot be shared between replicas; set backend = \"memory\" \
+             (limits then apply per replica)"
+        );
+    }
     let telemetry = start_telemetry(&config.gateway)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");

@@ -517,3 +517,27 @@ fn mock_upstream_starts_and_answers() {
     let models: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(models["object"], "list", "{body}");
 }
+
+#[test]
+fn serve_refuses_a_state_backend_it_cannot_provide() {
+    let dir = small_tree();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[state]\nbackend = \"redis\"\nredis_url = \"redis://:canary-pw@127.0.0.1:6379/0\"\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "serve",
+        "--config",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("backend = \"memory\""),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("canary-pw"), "{}", out.stderr);
+}
