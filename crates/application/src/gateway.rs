@@ -399,7 +399,10 @@ impl Gateway {
         let latency = self.clock.now() - attempt.started;
         let result = match result {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(Outcome::Failure { error, latency }),
+            Ok(Err(error)) => Err(Outcome::Failure {
+                error: context_overflow(error, attempt, &request),
+                latency,
+            }),
             Err(_) => Err(timeout_outcome(
                 attempt,
                 attempt.timeouts.total,
@@ -467,6 +470,29 @@ impl Drop for InFlight<'_> {
             self.plan
                 .record(attempt, Outcome::Cancelled, self.clock.now(), self.rng);
         }
+    }
+}
+
+/// A plain 400 for a request that does not fit the instance's configured context window is a
+/// context-length failure, even when the provider says so only in prose (Anthropic's "prompt is
+/// too long", Gemini's token-count message carry no error code, and nothing here reads error
+/// text). The facts are the request's size and the window from the configuration, so a larger
+/// target can still serve it.
+pub(crate) fn context_overflow(
+    error: UpstreamError,
+    attempt: &Attempt,
+    request: &ChatRequest,
+) -> UpstreamError {
+    let overflows = attempt
+        .context_window
+        .is_some_and(|window| request.estimated_input_tokens() > window);
+    if error.class == ErrorClass::InvalidRequest && error.status == Some(400) && overflows {
+        UpstreamError {
+            class: ErrorClass::ContextLength,
+            ..error
+        }
+    } else {
+        error
     }
 }
 

@@ -20,7 +20,8 @@ use tracing::Instrument;
 
 use crate::clock::TokioClock;
 use crate::gateway::{
-    Generation, attempt_span, humanize, record_answer, record_outcome, timeout_outcome,
+    Generation, attempt_span, context_overflow, humanize, record_answer, record_outcome,
+    timeout_outcome,
 };
 
 /// What the first phase of a streaming attempt produced: the open upstream stream and the chunks
@@ -73,7 +74,10 @@ pub(crate) async fn first_content(
     let latency = clock.now() - attempt.started;
     let result = match result {
         Ok(Ok(first)) => Ok(first),
-        Ok(Err(error)) => Err(Outcome::Failure { error, latency }),
+        Ok(Err(error)) => Err(Outcome::Failure {
+            error: context_overflow(error, attempt, request),
+            latency,
+        }),
         Err(_) => Err(timeout_outcome(
             attempt,
             timer,

@@ -250,6 +250,42 @@ async fn context_length_moves_only_to_a_larger_context_target() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_plain_400_for_a_prompt_over_the_window_counts_as_context_length() {
+    // Anthropic and Gemini say "too long" only in prose: a plain 400. The request's size against
+    // the configured window is what tells it apart from a request that is simply wrong.
+    let h = harness(
+        Builder::new()
+            .provider("a", 1)
+            .provider("b", 1)
+            .model("a/small", Some(1_000))
+            .model("b/large", Some(128_000))
+            .group("g", &[&["a/small"], &["b/large"]])
+            .build(),
+    );
+    let plain_400 = crate::support::fail(ErrorClass::InvalidRequest, Some(400));
+    h.backend.on(
+        "a/small",
+        [
+            Reply::Fail(plain_400.clone()),
+            Reply::Fail(plain_400.clone()),
+        ],
+    );
+    let long = echelon_domain::chat::ChatRequest::new(vec![echelon_domain::chat::Message::text(
+        echelon_domain::chat::Role::User,
+        "word ".repeat(2_000),
+    )]);
+    let served = h.gateway.complete("group:g", long).await.unwrap();
+    assert_eq!(&*served.model, "large-up");
+    assert_eq!(h.backend.calls("b/large"), 1);
+
+    // A short request that gets the same 400 is simply wrong: returned as it is, nothing else tried.
+    let f = failure(h.gateway.complete("group:g", request()).await);
+    assert_eq!(f.verdict, Verdict::Rejected(plain_400));
+    assert_eq!(h.backend.calls("b/large"), 1);
+    h.assert_idle();
+}
+
+#[tokio::test(start_paused = true)]
 async fn context_length_without_a_larger_target_is_returned_after_one_attempt() {
     let h = harness(two_echelons(1).build());
     let error = crate::support::fail(ErrorClass::ContextLength, Some(400));
