@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use echelon_interfaces::cli::{Cli, Command};
 
-/// mimalloc instead of the system allocator: a request makes many small allocations, and the
-/// gateway benchmark measured about 1 µs less CPU per request and 15 % less per stream with it,
-/// for about 1 MB more resident memory (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` installs logging itself, as gateway.toml's [telemetry] says. The demo draws its own

@@ -17,6 +17,7 @@
 //! | `fail-for-<dur>` | 503 until the server has run for `<dur>`, then normal answers |
 //! | `fail-first-<n>` | 500 for the first `n` requests of this model name, then normal answers |
 //! | `error-rate-<pct>` | 500 for `pct` % of requests (seeded, so reproducible) |
+//! | `quota-<n>-per-<dur>` | a key's quota: `n` requests of this model name per window of `<dur>` (windows counted from server start), then 429 with `Retry-After` until the window ends |
 //! | `context-length` | 400 with code `context_length_exceeded` |
 //! | `content-filter` | 400 with code `content_filter` |
 //! | `leak-key` | 401 whose message quotes the credential received, as careless upstreams do |
@@ -30,7 +31,7 @@
 //! | `no-done` | a complete stream without the final `data: [DONE]` |
 //!
 //! Failures are checked in this order, the first that applies answers: `hang`, `reset`,
-//! `fail-for`, `fail-first`, `error-rate`, `fail-<status>`/`429-*`, `context-length`,
+//! `fail-for`, `fail-first`, `error-rate`, `quota`, `fail-<status>`/`429-*`, `context-length`,
 //! `content-filter`, `leak-key`. `latency` is waited before all of them. In a model name, tokens
 //! that are not faults are part of the plain model name and ignored; [`Faults::parse`] (for
 //! flags) refuses them.
@@ -72,6 +73,8 @@ pub struct Faults {
     pub fail_first: Option<u32>,
     /// Fail with 500 for this percentage of requests.
     pub error_rate: Option<u8>,
+    /// Answer this many requests per window, then 429 until the window ends.
+    pub quota: Option<(u32, Duration)>,
     /// Answer 400 `context_length_exceeded`.
     pub context_length: bool,
     /// Answer 400 `content_filter`.
@@ -145,6 +148,7 @@ impl Faults {
             fail_for: over.fail_for.or(self.fail_for),
             fail_first: over.fail_first.or(self.fail_first),
             error_rate: over.error_rate.or(self.error_rate),
+            quota: over.quota.or(self.quota),
             context_length: over.context_length || self.context_length,
             content_filter: over.content_filter || self.content_filter,
             leak_key: over.leak_key || self.leak_key,
@@ -205,6 +209,11 @@ impl Faults {
                         .ok()
                         .filter(|p| *p <= 100)
                         .map(|p| self.error_rate = Some(p))
+                } else if let Some(v) = token.strip_prefix("quota-") {
+                    v.split_once("-per-")
+                        .and_then(|(n, window)| Some((count(n)?, dur(window)?)))
+                        .filter(|(_, window)| !window.is_zero())
+                        .map(|q| self.quota = Some(q))
                 } else if let Some(v) = token.strip_prefix("slow-first-token-") {
                     dur(v).map(|d| self.first_token_delay = Some(d))
                 } else if let Some(v) = token.strip_prefix("chunk-delay-") {
@@ -257,6 +266,12 @@ mod tests {
         assert_eq!(f.fail_for, Some(Duration::from_secs(10)));
         assert_eq!(f.status, None);
         assert_eq!(Faults::parse("fail-first-2").unwrap().fail_first, Some(2));
+        assert_eq!(
+            Faults::parse("quota-3-per-2s").unwrap().quota,
+            Some((3, Duration::from_secs(2)))
+        );
+        assert!(Faults::parse("quota-3-per-0s").is_err());
+        assert!(Faults::parse("quota-3").is_err());
         assert_eq!(Faults::parse("fail-529").unwrap().status, Some(529));
         assert_eq!(
             Faults::parse("429-retry-ms-1500").unwrap().retry_hint,

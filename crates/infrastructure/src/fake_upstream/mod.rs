@@ -110,6 +110,8 @@ struct State {
     started: tokio::time::Instant,
     rng: SplitMix64,
     counts: Mutex<HashMap<String, u64>>,
+    /// Per model name: the quota window it is in and the requests it used there.
+    quotas: Mutex<HashMap<String, (u64, u32)>>,
     total: AtomicU64,
     model_lists: AtomicU64,
     last_request: Mutex<Option<Bytes>>,
@@ -117,6 +119,30 @@ struct State {
 }
 
 impl State {
+    /// Takes one request from `model`'s quota of `limit` per `window`; when it is spent, how
+    /// long until the window ends.
+    fn take_quota(&self, model: &str, limit: u32, window: Duration) -> Result<(), Duration> {
+        let elapsed = self.started.elapsed();
+        let index =
+            u64::try_from(elapsed.as_nanos() / window.as_nanos().max(1)).unwrap_or(u64::MAX);
+        let mut quotas = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if quotas.contains_key(model) || quotas.len() < MAX_TRACKED_MODELS {
+            model
+        } else {
+            OTHER_MODELS
+        };
+        let entry = quotas.entry(key.to_owned()).or_insert((index, 0));
+        if entry.0 != index {
+            *entry = (index, 0);
+        }
+        if entry.1 < limit {
+            entry.1 += 1;
+            return Ok(());
+        }
+        let window_end = window.saturating_mul(u32::try_from(index + 1).unwrap_or(u32::MAX));
+        Err(window_end.saturating_sub(elapsed))
+    }
+
     /// Counts a chat request; returns how many this model name has had, this one included.
     fn count(&self, model: &str) -> u64 {
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -146,6 +172,7 @@ impl FakeUpstream {
             options,
             started: tokio::time::Instant::now(),
             counts: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
             model_lists: AtomicU64::new(0),
             last_request: Mutex::new(None),

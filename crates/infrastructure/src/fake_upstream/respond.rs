@@ -134,7 +134,7 @@ async fn chat(
         .options
         .faults
         .overridden_by(&Faults::from_model(&chat.model));
-    if let Some(failure) = failure(state, reset, &faults, nth, &credential).await {
+    if let Some(failure) = failure(state, reset, &faults, nth, &chat.model, &credential).await {
         return failure;
     }
     let reply = state.options.reply.clone().unwrap_or_else(|| {
@@ -171,7 +171,7 @@ async fn chat(
 async fn models(state: &State, reset: &ResetSignal) -> Response<Body> {
     let nth = state.model_lists.fetch_add(1, Ordering::Relaxed) + 1;
     let faults = &state.options.faults;
-    if let Some(failure) = failure(state, reset, faults, nth, "").await {
+    if let Some(failure) = failure(state, reset, faults, nth, "", "").await {
         return failure;
     }
     let body = json!({
@@ -187,6 +187,7 @@ async fn failure(
     reset: &ResetSignal,
     faults: &Faults,
     nth: u64,
+    model: &str,
     credential: &str,
 ) -> Option<Response<Body>> {
     if let Some(latency) = faults.latency {
@@ -241,6 +242,19 @@ async fn failure(
             "server_error",
             Some("server_error"),
         ));
+    }
+    if let Some((limit, window)) = faults.quota
+        && let Err(left) = state.take_quota(model, limit, window)
+    {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "fake upstream quota spent for this window",
+            "requests",
+            Some("rate_limit_exceeded"),
+        );
+        let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        add_retry_hint(&mut response, RetryHint::Seconds(seconds.max(1)));
+        return Some(response);
     }
     if let Some(status) = faults.status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

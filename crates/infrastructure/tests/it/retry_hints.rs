@@ -109,3 +109,31 @@ async fn anthropic_overloaded_and_rate_limited() {
         "retry-after wins"
     );
 }
+
+#[tokio::test]
+async fn a_quota_serves_its_requests_then_answers_429_until_the_window_ends() {
+    crate::support::init_tracing();
+    let upstream = FakeUpstream::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeUpstreamOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = client(ProviderKind::Openai, &upstream.base_url());
+    let model = "quota-2-per-60s";
+    for _ in 0..2 {
+        complete(&client, model, &request("hi")).await.unwrap();
+    }
+    let e = complete(&client, model, &request("hi")).await.unwrap_err();
+    assert_eq!((e.class, e.status), (ErrorClass::RateLimited, Some(429)));
+    let wait = e.retry_after.unwrap();
+    assert!(
+        (Duration::from_secs(58)..=Duration::from_secs(60)).contains(&wait),
+        "the wait runs to the end of the window: {wait:?}"
+    );
+    // Another model name has its own quota.
+    complete(&client, "other+quota-2-per-60s", &request("hi"))
+        .await
+        .unwrap();
+    assert_eq!(upstream.requests(model), 3);
+}

@@ -10,6 +10,7 @@ pub const AFTER_HELP: &str = "\
 Faults apply to every request with --faults, or per request through the model name
 (`\"model\": \"gpt-4o+cut-after-3\"`); tokens join with `+`:
   latency-<dur>  hang  reset  fail-<status>  fail-for-<dur>  fail-first-<n>  error-rate-<pct>
+  quota-<n>-per-<dur>
   429-retry-<s>  429-retry-ms-<ms>  429-retry-date-<s>  429-reset-<dur>
   context-length  content-filter  slow-first-token-<dur>  chunk-delay-<dur>  chunks-<n>
   cut-after-<n>  stall-after-<n>  malformed-after-<n>  error-after-<n>  no-done

@@ -34,8 +34,9 @@ use crate::cli::view::{StatusView, from_domain, instances_table};
 pub const HEALTHY_FAULTS: &str = "latency-30ms";
 /// Faults of the flaky upstream: a 500 for 30 % of requests.
 pub const FLAKY_FAULTS: &str = "error-rate-30+latency-60ms";
-/// Faults of the rate-limited upstream: a slow 429 with `Retry-After: 2`.
-pub const LIMITED_FAULTS: &str = "429-retry-2+latency-200ms";
+/// Faults of the rate-limited upstream: a slow key with a quota of 20 requests per 4 s, then 429
+/// with `Retry-After` until its window ends.
+pub const LIMITED_FAULTS: &str = "quota-20-per-4s+latency-150ms";
 
 /// How the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ pub struct UpstreamUrls {
     pub healthy: String,
     /// Fails a share of requests with 500s.
     pub flaky: String,
-    /// Answers every call with a slow 429 and a Retry-After.
+    /// A slow key with a small quota: 429 with a Retry-After once it is spent.
     pub limited: String,
 }
 
@@ -47,7 +47,7 @@ pub fn write(root: &Path, urls: &UpstreamUrls) -> io::Result<()> {
             format!(
                 "{}max_concurrency = 1   # one call at a time finds out whether the quota is back\n",
                 provider(
-                    "The rate-limited upstream: every call is a slow 429 with `Retry-After: 2` (a key over its quota).",
+                    "The rate-limited upstream: a slow key with a quota of 20 requests per 4 s; past it, 429 with a Retry-After.",
                     &urls.limited,
                     "api_key = \"demo-key-limited\"",
                 )
