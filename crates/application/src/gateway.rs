@@ -319,6 +319,7 @@ impl Gateway {
                                     clock: self.clock,
                                     rng: Arc::clone(&self.rng),
                                     generation: Arc::clone(&live),
+                                    span: tracing::Span::current(),
                                 };
                                 let attempts = settle.attempts_so_far();
                                 let span = tracing::Span::current();

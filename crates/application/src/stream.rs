@@ -108,6 +108,9 @@ pub(crate) struct StreamSettle {
     pub(crate) rng: Arc<dyn Random>,
     /// Keeps the generation the request started on alive until the stream ends.
     pub(crate) generation: Arc<Generation>,
+    /// The request's span, kept open until the stream ends so that it covers the whole answer
+    /// and carries its usage and final status.
+    pub(crate) span: tracing::Span,
 }
 
 impl StreamSettle {
@@ -115,15 +118,22 @@ impl StreamSettle {
         self.plan.attempts().to_vec()
     }
 
-    fn record(self, outcome: Outcome) {
+    fn record(self, outcome: Outcome, model: &str) {
         let Self {
             mut plan,
             attempt,
             clock,
             rng,
             generation,
+            span,
         } = self;
-        plan.record(attempt, outcome, clock.now(), rng.as_ref());
+        match &outcome {
+            Outcome::Success { usage, .. } => record_answer(&span, model, *usage),
+            other => record_outcome(&span, other),
+        }
+        // Recording the outcome inside the span makes the span's end the stream's end: trace
+        // exporters take a span's last exit as its end time.
+        span.in_scope(|| plan.record(attempt, outcome, clock.now(), rng.as_ref()));
         drop(generation);
     }
 }
@@ -214,11 +224,14 @@ impl ResponseStream {
     fn finish_success(&mut self) {
         if let Some(settle) = self.settle.take() {
             let latency = settle.clock.now() - settle.attempt.started;
-            settle.record(Outcome::Success {
-                latency,
-                ttft: Some(self.ttft),
-                usage: self.usage,
-            });
+            settle.record(
+                Outcome::Success {
+                    latency,
+                    ttft: Some(self.ttft),
+                    usage: self.usage,
+                },
+                &self.model,
+            );
         }
     }
 
@@ -227,10 +240,13 @@ impl ResponseStream {
         self.pending.clear();
         if let Some(settle) = self.settle.take() {
             let latency = settle.clock.now() - settle.attempt.started;
-            settle.record(Outcome::Failure {
-                error: error.clone(),
-                latency,
-            });
+            settle.record(
+                Outcome::Failure {
+                    error: error.clone(),
+                    latency,
+                },
+                &self.model,
+            );
         }
         StreamEvent::Failed(error)
     }
@@ -248,7 +264,7 @@ impl ResponseStream {
         self.inner = None;
         self.pending.clear();
         if let Some(settle) = self.settle.take() {
-            settle.record(Outcome::Cancelled);
+            settle.record(Outcome::Cancelled, &self.model);
         }
         StreamEvent::Failed(UpstreamError::new(
             ErrorClass::Timeout,
@@ -307,7 +323,7 @@ impl Drop for ResponseStream {
         // connection is released, then record a cancellation, which counts against nobody.
         self.inner = None;
         if let Some(settle) = self.settle.take() {
-            settle.record(Outcome::Cancelled);
+            settle.record(Outcome::Cancelled, &self.model);
         }
     }
 }

@@ -235,6 +235,59 @@ async fn one_request_span_with_one_child_per_attempt_and_no_secrets() {
     upstream.stop().await;
 }
 
+#[tokio::test]
+async fn a_streamed_request_span_covers_the_whole_answer_and_carries_its_usage() {
+    use futures_util::StreamExt as _;
+    let upstream = FakeUpstream::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeUpstreamOptions::default(),
+    )
+    .await
+    .unwrap();
+    let gateway = gateway(
+        topology(&upstream.base_url(), "chunk-delay-20ms", check()),
+        Arc::new(SpanEvents),
+    );
+    let exporter = InMemorySpanExporter::default();
+    let (provider, _stats, flusher) = tracer_provider(
+        Some(exporter.clone()),
+        "echelon-test",
+        ExportOptions::default(),
+    );
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let guard = tracing::subscriber::set_default(subscriber);
+    let mut streamed = request();
+    streamed.stream = true;
+    let started = std::time::Instant::now();
+    let mut served = gateway.stream("pool:main", streamed).await.unwrap();
+    while served.value.next().await.is_some() {}
+    let whole = started.elapsed();
+    drop(served);
+    drop(guard);
+    assert!(flusher.unwrap().flush(Duration::from_secs(5)).await);
+    let spans = exporter.get_finished_spans().unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s.name == "chat")
+        .expect("a request span");
+    assert_eq!(root.status, Status::Ok);
+    assert!(
+        attribute(root, "gen_ai.usage.output_tokens").is_some(),
+        "{root:#?}"
+    );
+    let lasted = root
+        .end_time
+        .duration_since(root.start_time)
+        .unwrap_or_default();
+    assert!(
+        lasted >= whole.mul_f64(0.8),
+        "the span ends with the stream ({lasted:?} of {whole:?})"
+    );
+    let _ = provider.shutdown();
+    upstream.stop().await;
+}
+
 /// An exporter that never answers: the collector is down and hangs.
 #[derive(Debug)]
 struct HungCollector;
