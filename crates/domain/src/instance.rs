@@ -279,6 +279,14 @@ impl InstanceState {
         self.concurrency.in_use()
     }
 
+    /// What its rpm and tpm limits would admit at `now` (`None` for a limit it does not have).
+    pub fn rate_available(&self, now: Instant) -> (Option<u32>, Option<u32>) {
+        (
+            self.rpm.as_ref().map(|l| l.available(now)),
+            self.tpm.as_ref().map(|l| l.available(now)),
+        )
+    }
+
     /// The end of its cooldown, if it is cooling at `now`.
     pub fn cooldown_until(&self, now: Instant) -> Option<Instant> {
         let until = self.cooldown_until.load(Ordering::Acquire);

@@ -1127,6 +1127,7 @@ impl RoutingTable {
 }
 
 fn instance_snapshot(i: &InstanceState, now: Instant) -> InstanceSnapshot {
+    let (rpm_available, tpm_available) = i.rate_available(now);
     InstanceSnapshot {
         id: i.id().clone(),
         upstream_model: i.spec().upstream_name.clone(),
@@ -1137,6 +1138,8 @@ fn instance_snapshot(i: &InstanceState, now: Instant) -> InstanceSnapshot {
         cooldown_until: i.cooldown_until(now),
         key_dead: i.is_key_dead(),
         in_flight: i.in_flight(),
+        rpm_available,
+        tpm_available,
         limits: i.spec().limits,
         latency: i.latency(now),
         stats: i.stats(),
@@ -1192,6 +1195,10 @@ pub struct InstanceSnapshot {
     pub key_dead: bool,
     /// Requests in flight.
     pub in_flight: u32,
+    /// Requests its rpm limit admits now, when it has one.
+    pub rpm_available: Option<u32>,
+    /// Tokens its tpm limit admits now, when it has one.
+    pub tpm_available: Option<u32>,
     /// Effective limits.
     pub limits: Limits,
     /// Latency figures.

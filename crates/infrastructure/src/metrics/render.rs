@@ -608,7 +608,7 @@ fn live_gauges(cap: usize, live: LiveView<'_>, out: &mut Out) {
     out.family(
         "echelon_instance_limiter_saturation",
         "gauge",
-        "Share of a configured instance limit in use (concurrency: in flight / max_concurrency).",
+        "Share of a configured instance limit in use (concurrency: in flight / max_concurrency; rpm and tpm: the share of the per-minute budget spent).",
     );
     for (id, i) in &unique {
         if let Some(max) = i.limits.max_concurrency.filter(|m| *m > 0) {
@@ -617,6 +617,19 @@ fn live_gauges(cap: usize, live: LiveView<'_>, out: &mut Out) {
                 &[("instance", id), ("limit", "concurrency")],
                 f64::from(i.in_flight) / f64::from(max),
             );
+        }
+        for (limit, max, available) in [
+            ("rpm", i.limits.rpm, i.rpm_available),
+            ("tpm", i.limits.tpm, i.tpm_available),
+        ] {
+            if let Some(max) = max.filter(|m| *m > 0) {
+                let available = f64::from(available.unwrap_or(max).min(max));
+                out.sample(
+                    "echelon_instance_limiter_saturation",
+                    &[("instance", id), ("limit", limit)],
+                    1.0 - available / f64::from(max),
+                );
+            }
         }
     }
 

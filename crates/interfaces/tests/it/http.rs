@@ -80,6 +80,10 @@ admin_key = "{ADMIN_KEY}"
         models.push_str(&format!(
             "\n[models.{id}]\nupstream = \"{upstream_name}\"\n"
         ));
+        if *id == "ok" {
+            // A limit whose saturation the metrics test reads.
+            models.push_str("rpm_limit = 10\n");
+        }
     }
     write(
         root,
@@ -563,6 +567,8 @@ async fn metrics_count_requests_by_configured_route_and_bogus_names_add_no_serie
     assert_eq!(status, 502);
     let (status, _, _) = gw.chat(ask("no-such-model")).await;
     assert_eq!(status, 404);
+    let (status, _, _) = gw.chat(ask("plain")).await;
+    assert_eq!(status, 200);
 
     let scrape = |gw: &Gateway| {
         let client = gw.client.clone();
@@ -594,6 +600,18 @@ async fn metrics_count_requests_by_configured_route_and_bogus_names_add_no_serie
         );
     }
     assert!(before.contains("echelon_instance_in_flight{instance=\"backup/ok#0\"} 0"));
+    // One of its ten requests a minute is spent.
+    let rpm: f64 = before
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"echelon_instance_limiter_saturation{instance="primary/ok#0",limit="rpm"} "#,
+            )
+        })
+        .unwrap_or_else(|| panic!("no rpm saturation in\n{before}"))
+        .parse()
+        .unwrap();
+    assert!((0.05..0.15).contains(&rpm), "{rpm}");
     assert!(!before.contains(CANARY));
 
     // 10,000 requests for names nobody configured add no series: they all count as `unknown`.
