@@ -180,19 +180,25 @@ async fn serve(
             Err(error) => return Err(fail(&mut meter, error)),
         };
         meter.route = Some(served.route_name.clone());
-        Ok(stream_response(
-            served,
-            Relay {
-                phase: Phase::Ended,
-                id,
-                model: Arc::from(""),
-                created,
-                include_usage: parsed.include_usage,
-                stop: state.stop_streams.clone(),
-                ttft: meter.started.elapsed(),
-                meter,
-            },
-        ))
+        let ttft = meter.started.elapsed();
+        let Served {
+            value,
+            route,
+            model,
+            attempts,
+            ..
+        } = served;
+        let relay = Relay {
+            phase: Phase::Streaming(Box::new(value)),
+            id,
+            model,
+            created,
+            include_usage: parsed.include_usage,
+            stop: state.stop_streams.clone(),
+            ttft,
+            meter,
+        };
+        Ok(stream_response(relay, &route, attempts.len()))
     } else {
         let served = match state.gateway.complete(&parsed.model, parsed.request).await {
             Ok(served) => served,
@@ -254,16 +260,8 @@ fn visible(mut chunk: StreamChunk, include_usage: bool) -> Option<StreamChunk> {
     Some(chunk)
 }
 
-fn stream_response(served: Served<ResponseStream>, mut relay: Relay) -> Response {
-    let Served {
-        value,
-        route,
-        model,
-        attempts,
-        ..
-    } = served;
-    relay.phase = Phase::Streaming(Box::new(value));
-    relay.model = model;
+/// The SSE response relaying `relay`'s stream; `route` and `attempts` fill the route headers.
+fn stream_response(relay: Relay, route: &str, attempts: usize) -> Response {
     let events = futures_util::stream::unfold(relay, |mut relay| async move {
         loop {
             let Phase::Streaming(stream) = &mut relay.phase else {
@@ -334,7 +332,7 @@ fn stream_response(served: Served<ResponseStream>, mut relay: Relay) -> Response
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    set_route_headers(&mut response, &route, attempts.len());
+    set_route_headers(&mut response, route, attempts);
     response
 }
 
