@@ -1,9 +1,9 @@
 //! The HTTP surface end to end over real sockets: a gateway built from a configuration folder,
 //! in front of fault-injecting fake upstreams on 127.0.0.1.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::support::write;
 use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_interfaces::app::{self, BuildOptions};
 use echelon_interfaces::http::{self, RunningServer, ServerOptions};
@@ -19,12 +19,6 @@ struct Gateway {
     decoy: FakeUpstream,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    let path = dir.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
 }
 
 /// Models of the `primary` provider; each upstream name is a fault of the fake.

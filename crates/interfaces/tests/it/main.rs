@@ -3,4 +3,5 @@
 mod cli;
 mod http;
 mod reload;
+mod support;
 mod ui;

@@ -2,19 +2,13 @@
 //! live state of unchanged instances carries over, and an invalid tree refused while the old one
 //! keeps answering — visible in `/admin/config` and `/metrics`.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::support::write;
 use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_interfaces::app::{self, BuildOptions};
 use echelon_interfaces::http::{self, ServerOptions};
 use serde_json::{Value, json};
-
-fn write(dir: &Path, file: &str, text: &str) {
-    let path = dir.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
 
 const WRAPPERS: &str = "[wrappers.chat]\ntype = \"direct\"\ntarget = \"primary/ok\"\n";
 

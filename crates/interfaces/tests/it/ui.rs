@@ -5,10 +5,10 @@
 //! Chromium is a system package (`.ci/run` installs it); without it these tests fail and say how
 //! to install it, they never pass silently.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::write;
 use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_interfaces::app::{self, BuildOptions};
 use echelon_interfaces::http::{self, RunningServer, ServerOptions};
@@ -42,12 +42,6 @@ struct Gateway {
     _upstream: FakeUpstream,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    let path = dir.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
 }
 
 /// A gateway with a pool `main` of one failing instance, a task group `failover` that falls back
