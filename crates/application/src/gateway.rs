@@ -68,7 +68,7 @@ pub struct Served<T> {
     pub route: String,
     /// The configured name the request resolved to (the wrapper, or `group:NAME`, `pool:NAME`,
     /// `provider/model`): a bounded label for metrics, never the client's raw text.
-    pub route_name: String,
+    pub route_name: Arc<str>,
     /// The model that actually answered, as the upstream named it.
     pub model: Arc<str>,
     /// Every attempt made, in order.
@@ -94,7 +94,7 @@ pub struct FailedRequest {
     /// The route's label (`wrapper › group:NAME`).
     pub route: String,
     /// The configured name the request resolved to; see [`Served::route_name`].
-    pub route_name: String,
+    pub route_name: Arc<str>,
     /// Every attempt made, in order.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -252,7 +252,7 @@ impl Gateway {
                                     value: response,
                                     route: served_label(&route, &label),
                                     route_name: route_name(&route),
-                                    attempts: plan.attempts().to_vec(),
+                                    attempts: plan.into_attempts(),
                                 });
                             }
                             Err(outcome) => running.record(outcome),
@@ -262,7 +262,7 @@ impl Gateway {
                         tracing::debug!(?reason, "waiting before the next attempt");
                         tokio::time::sleep_until(self.clock.to_tokio(until)).await;
                     }
-                    Step::Done(verdict) => return Err(failed(&route, &plan, verdict)),
+                    Step::Done(verdict) => return Err(failed(&route, plan, verdict)),
                 }
             }
         }
@@ -342,7 +342,7 @@ impl Gateway {
                         tracing::debug!(?reason, "waiting before the next attempt");
                         tokio::time::sleep_until(self.clock.to_tokio(until)).await;
                     }
-                    Step::Done(verdict) => return Err(failed(&route, &plan, verdict)),
+                    Step::Done(verdict) => return Err(failed(&route, plan, verdict)),
                 }
             }
         }
@@ -555,12 +555,20 @@ pub(crate) fn with_defaults<'a>(
 
 fn served_label(route: &Route, attempt_label: &str) -> String {
     match &route.wrapper {
-        Some(wrapper) => format!("{wrapper} › {attempt_label}"),
+        Some(wrapper) => {
+            let wrapper = wrapper.as_str();
+            let mut label =
+                String::with_capacity(wrapper.len() + " › ".len() + attempt_label.len());
+            label.push_str(wrapper);
+            label.push_str(" › ");
+            label.push_str(attempt_label);
+            label
+        }
         None => attempt_label.to_owned(),
     }
 }
 
-fn failed(route: &Route, plan: &Plan, verdict: Verdict) -> ServeError {
+fn failed(route: &Route, plan: Plan, verdict: Verdict) -> ServeError {
     // Called inside the request's span.
     let span = tracing::Span::current();
     span.record("otel.status_code", "ERROR");
@@ -575,15 +583,15 @@ fn failed(route: &Route, plan: &Plan, verdict: Verdict) -> ServeError {
         verdict,
         route: route.label(),
         route_name: route_name(route),
-        attempts: plan.attempts().to_vec(),
+        attempts: plan.into_attempts(),
     }))
 }
 
 /// The configured name a route was reached by: the wrapper, or the target itself.
-fn route_name(route: &Route) -> String {
+fn route_name(route: &Route) -> Arc<str> {
     match &route.wrapper {
-        Some(wrapper) => wrapper.to_string(),
-        None => route.target.to_string(),
+        Some(wrapper) => wrapper.shared(),
+        None => Arc::from(route.target.to_string()),
     }
 }
 

@@ -393,6 +393,25 @@ impl core::fmt::Debug for Plan {
     }
 }
 
+/// `stage › instance`, or the instance alone, written into one allocation of about the right
+/// size (`format!` would start small and grow on every request).
+fn attempt_label(stage: Option<&str>, instance: &InstanceId) -> String {
+    use core::fmt::Write as _;
+    let model = &instance.model;
+    let capacity = stage.map_or(0, |s| s.len() + " › ".len())
+        + model.provider.as_str().len()
+        + model.model.as_str().len()
+        + "/#65535".len();
+    let mut label = String::with_capacity(capacity);
+    if let Some(stage) = stage {
+        label.push_str(stage);
+        label.push_str(" › ");
+    }
+    // Writing into a `String` cannot fail.
+    let _ = write!(label, "{instance}");
+    label
+}
+
 fn address(instance: &SharedInstance) -> usize {
     Arc::as_ptr(instance) as usize
 }
@@ -481,6 +500,11 @@ impl Plan {
     /// The attempt log.
     pub fn attempts(&self) -> &[AttemptRecord] {
         &self.log
+    }
+
+    /// The attempt log, taken out of a plan that is done with.
+    pub fn into_attempts(self) -> Vec<AttemptRecord> {
+        self.log
     }
 
     /// Every candidate passed over so far, with its reason.
@@ -1110,8 +1134,8 @@ impl Plan {
             e.live.counters.attempt();
         }
         let label = match (&pool.label, &stage.echelon) {
-            (PoolLabel::Model(_), None) => instance.id().to_string(),
-            _ => format!("{} › {}", stage.label, instance.id()),
+            (PoolLabel::Model(_), None) => attempt_label(None, instance.id()),
+            _ => attempt_label(Some(&stage.label), instance.id()),
         };
         let remaining = self.deadline - now;
         let total = stage.timeouts.total.min(remaining);

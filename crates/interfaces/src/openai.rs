@@ -489,7 +489,12 @@ pub fn render_response(response: &ChatResponse, fallback_id: &str, created: u64)
             map.end()
         }
     }
-    serde_json::to_vec(&Body(response, fallback_id, created)).unwrap_or_default()
+    // Sized for a short answer at once; `to_vec` would start at 128 bytes and grow twice.
+    let mut out = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut out, &Body(response, fallback_id, created)).is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// Renders one stream chunk as an SSE event (`data: {...}\n\n`) of an OpenAI

@@ -453,10 +453,20 @@ async fn read_limited(
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0)
         .min(limit);
-    let mut buffer = Vec::with_capacity(expected);
+    // A body that arrives as one chunk (the usual case for a short answer) is returned as that
+    // chunk, without a copy; only a second chunk starts the buffer.
+    let mut whole: Option<Bytes> = None;
+    let mut buffer = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
+                if let Some(first) = whole.take() {
+                    buffer.reserve(expected.max(first.len() + chunk.len()));
+                    buffer.extend_from_slice(&first);
+                } else if buffer.is_empty() && chunk.len() <= limit {
+                    whole = Some(chunk);
+                    continue;
+                }
                 let room = limit - buffer.len();
                 if chunk.len() > room {
                     buffer.extend_from_slice(&chunk[..room]);
@@ -474,7 +484,7 @@ async fn read_limited(
             Err(e) => return Err(classify::transport_error(&e, Phase::Body)),
         }
     }
-    Ok(Bytes::from(buffer))
+    Ok(whole.unwrap_or_else(|| Bytes::from(buffer)))
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, request: Request) -
 struct Meter {
     metrics: Arc<Metrics>,
     started: std::time::Instant,
-    route: Option<String>,
+    route: Option<Arc<str>>,
     done: bool,
 }
 
@@ -140,7 +140,7 @@ fn failure_class(error: &ServeError) -> Option<ErrorClass> {
 
 fn fail(meter: &mut Meter, error: ServeError) -> ApiError {
     if let ServeError::Failed(failed) = &error {
-        meter.route = Some(failed.route_name.clone());
+        meter.route = Some(Arc::clone(&failed.route_name));
     }
     let class = failure_class(&error);
     let error = ApiError::from(error);
@@ -179,7 +179,7 @@ async fn serve(
             Ok(served) => served,
             Err(error) => return Err(fail(&mut meter, error)),
         };
-        meter.route = Some(served.route_name.clone());
+        meter.route = Some(Arc::clone(&served.route_name));
         let ttft = meter.started.elapsed();
         let Served {
             value,
@@ -204,7 +204,7 @@ async fn serve(
             Ok(served) => served,
             Err(error) => return Err(fail(&mut meter, error)),
         };
-        meter.route = Some(served.route_name.clone());
+        meter.route = Some(Arc::clone(&served.route_name));
         let body = openai::render_response(&served.value, &id, created);
         let mut response = (StatusCode::OK, body).into_response();
         set_route_headers(&mut response, &served.route, served.attempts.len());
@@ -220,13 +220,19 @@ async fn serve(
 /// `x-echelon-route` and `x-echelon-attempts`. Header values stay ASCII: the `›` separator of
 /// labels is written as `>`.
 fn set_route_headers(response: &mut Response, route: &str, attempts: usize) {
-    let ascii: String = route
-        .chars()
-        .map(|c| if c == '›' { '>' } else { c })
-        .filter(|c| c.is_ascii() && !c.is_ascii_control())
-        .collect();
+    let mut ascii = Vec::with_capacity(route.len());
+    for c in route.chars() {
+        let c = if c == '›' { '>' } else { c };
+        if let Ok(byte) = u8::try_from(c)
+            && byte.is_ascii()
+            && !byte.is_ascii_control()
+        {
+            ascii.push(byte);
+        }
+    }
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&ascii) {
+    // The bytes move into the header value; `from_str` would copy them once more.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(ascii)) {
         headers.insert("x-echelon-route", value);
     }
     headers.insert("x-echelon-attempts", HeaderValue::from(attempts));

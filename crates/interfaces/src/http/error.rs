@@ -297,7 +297,7 @@ mod tests {
         ServeError::Failed(Box::new(FailedRequest {
             verdict,
             route: "chat › group:g".to_owned(),
-            route_name: "chat".to_owned(),
+            route_name: "chat".into(),
             attempts,
         }))
         .into()
