@@ -231,19 +231,24 @@ impl Gateway {
                         };
                         let label = attempt.label.clone();
                         let deadline = plan.deadline();
-                        let running = InFlight::new(&mut plan, attempt, self);
+                        // If this future is dropped while the call runs (the caller went away),
+                        // dropping `attempt` releases its permits and counts a cancellation.
                         let outcome = self
-                            .run_complete(backend.as_ref(), running.attempt(), &request, deadline)
+                            .run_complete(backend.as_ref(), &attempt, &request, deadline)
                             .await;
                         match outcome {
                             Ok(response) => {
-                                let latency = self.clock.now() - running.attempt().started;
+                                let latency = self.clock.now() - attempt.started;
                                 let usage = response.usage;
-                                running.record(Outcome::Success {
-                                    latency,
-                                    ttft: None,
-                                    usage,
-                                });
+                                self.record(
+                                    &mut plan,
+                                    attempt,
+                                    Outcome::Success {
+                                        latency,
+                                        ttft: None,
+                                        usage,
+                                    },
+                                );
                                 let span = tracing::Span::current();
                                 record_answer(&span, &response.model, usage);
                                 span.record("echelon.attempts", plan.attempts_made());
@@ -255,7 +260,7 @@ impl Gateway {
                                     attempts: plan.into_attempts(),
                                 });
                             }
-                            Err(outcome) => running.record(outcome),
+                            Err(outcome) => self.record(&mut plan, attempt, outcome),
                         }
                     }
                     Step::Wait { until, reason, .. } => {
@@ -295,11 +300,10 @@ impl Gateway {
                             continue;
                         };
                         let deadline = plan.deadline();
-                        let running = InFlight::new(&mut plan, attempt, self);
-                        let request = with_defaults(&request, running.attempt());
+                        let request = with_defaults(&request, &attempt);
                         match crate::stream::first_content(
                             backend.as_ref(),
-                            running.attempt(),
+                            &attempt,
                             &request,
                             &self.clock,
                             deadline,
@@ -307,7 +311,6 @@ impl Gateway {
                         .await
                         {
                             Ok(FirstContent { stream, buffered }) => {
-                                let attempt = running.hand_over();
                                 let label = served_label(&route, &attempt.label);
                                 let model = buffered
                                     .iter()
@@ -335,7 +338,7 @@ impl Gateway {
                                     attempts,
                                 });
                             }
-                            Err(outcome) => running.record(outcome),
+                            Err(outcome) => self.record(&mut plan, attempt, outcome),
                         }
                     }
                     Step::Wait { until, reason, .. } => {
@@ -372,15 +375,16 @@ impl Gateway {
             ErrorClass::Connect,
             "no backend is configured for this provider",
         );
-        plan.record(
-            attempt,
-            Outcome::Failure {
-                error,
-                latency: Duration::ZERO,
-            },
-            self.clock.now(),
-            self.rng.as_ref(),
-        );
+        let outcome = Outcome::Failure {
+            error,
+            latency: Duration::ZERO,
+        };
+        self.record(plan, attempt, outcome);
+    }
+
+    /// Records how an attempt ended, now.
+    fn record(&self, plan: &mut Plan, attempt: Attempt, outcome: Outcome) {
+        plan.record(attempt, outcome, self.clock.now(), self.rng.as_ref());
     }
 
     async fn run_complete(
@@ -417,60 +421,6 @@ impl Gateway {
             Err(outcome) => record_outcome(&span, outcome),
         }
         result
-    }
-}
-
-/// An attempt being executed, with the plan it belongs to.
-///
-/// Its outcome is recorded through [`InFlight::record`]. When the request future is dropped while
-/// the attempt runs (the caller went away), the drop records it as cancelled: its permits are
-/// released either way, and this way statistics count a cancellation instead of an attempt that
-/// never ended.
-struct InFlight<'a> {
-    plan: &'a mut Plan,
-    attempt: Option<Attempt>,
-    clock: TokioClock,
-    rng: &'a dyn Random,
-}
-
-impl<'a> InFlight<'a> {
-    fn new(plan: &'a mut Plan, attempt: Attempt, gateway: &'a Gateway) -> Self {
-        Self {
-            plan,
-            attempt: Some(attempt),
-            clock: gateway.clock,
-            rng: gateway.rng.as_ref(),
-        }
-    }
-
-    fn attempt(&self) -> &Attempt {
-        self.attempt
-            .as_ref()
-            .expect("an attempt in flight is present until recorded or handed over")
-    }
-
-    /// Records how the attempt ended.
-    fn record(mut self, outcome: Outcome) {
-        if let Some(attempt) = self.attempt.take() {
-            self.plan
-                .record(attempt, outcome, self.clock.now(), self.rng);
-        }
-    }
-
-    /// Hands the attempt over to a stream that records its outcome when it ends.
-    fn hand_over(mut self) -> Attempt {
-        self.attempt
-            .take()
-            .expect("an attempt in flight is present until recorded or handed over")
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(attempt) = self.attempt.take() {
-            self.plan
-                .record(attempt, Outcome::Cancelled, self.clock.now(), self.rng);
-        }
     }
 }
 
