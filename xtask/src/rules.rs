@@ -61,6 +61,9 @@ pub const RULES: &[(&str, &str)] = &[
 /// The domain crate, whose dependency set is held to [`DOMAIN_ALLOWLIST`].
 pub const DOMAIN: &str = "echelon-domain";
 
+/// The fault-injecting fake upstream: a test and demo tool, not a layer of the gateway.
+pub const FAKE_UPSTREAM: &str = "echelon-fake-upstream";
+
 /// Which workspace crates each workspace crate may depend on (DESIGN.md §1). A crate missing
 /// from this table is itself a violation, so a new crate gets a conscious place in the layering.
 pub const CRATE_EDGES: &[(&str, &[&str])] = &[
@@ -68,6 +71,8 @@ pub const CRATE_EDGES: &[(&str, &[&str])] = &[
     ("echelon-config", &[DOMAIN]),
     ("echelon-application", &[DOMAIN]),
     ("echelon-infrastructure", &[DOMAIN, "echelon-application"]),
+    // It speaks the providers' wire formats, so it builds on the adapters that define them.
+    (FAKE_UPSTREAM, &[DOMAIN, "echelon-infrastructure"]),
     (
         "echelon-interfaces",
         &[
@@ -75,10 +80,16 @@ pub const CRATE_EDGES: &[(&str, &[&str])] = &[
             "echelon-application",
             "echelon-config",
             "echelon-infrastructure",
+            // `echelon mock-upstream` and `echelon demo` serve it.
+            FAKE_UPSTREAM,
         ],
     ),
     ("xtask", &[]),
 ];
+
+/// Workspace crates a crate may take as dev-dependencies only, on top of its [`CRATE_EDGES`]:
+/// test tools its tests run against, which its library never sees.
+pub const CRATE_DEV_EDGES: &[(&str, &[&str])] = &[("echelon-infrastructure", &[FAKE_UPSTREAM])];
 
 /// Every crate `echelon-domain` may build on, with all its features enabled, and why.
 ///
@@ -202,8 +213,8 @@ pub fn check(workspace: &Workspace) -> Vec<Violation> {
 }
 
 /// [`CRATE_EDGES_RULE`]: normal and build dependencies between workspace crates follow
-/// [`CRATE_EDGES`]; a dev-dependency on a workspace crate is allowed where the normal edge is, and
-/// on the crate itself (to enable its test features).
+/// [`CRATE_EDGES`]; a dev-dependency on a workspace crate is allowed where the normal edge is, on
+/// the test tools of [`CRATE_DEV_EDGES`], and on the crate itself (to enable its test features).
 pub fn crate_edges(workspace: &Workspace) -> Vec<Violation> {
     let members: BTreeSet<&str> = workspace.members().map(|p| p.name.as_str()).collect();
     let mut violations = Vec::new();
@@ -224,17 +235,26 @@ pub fn crate_edges(workspace: &Workspace) -> Vec<Violation> {
             if !members.contains(dep.name.as_str()) || allowed.contains(&dep.name.as_str()) {
                 continue;
             }
-            if dep.kind == DepKind::Dev && dep.name == package.name {
+            let dev_allowed = allowed_dev_edges(&package.name);
+            if dep.kind == DepKind::Dev
+                && (dep.name == package.name || dev_allowed.contains(&dep.name.as_str()))
+            {
                 continue;
             }
             if !seen.insert((dep.name.clone(), dep.kind)) {
                 continue;
             }
-            let may = if allowed.is_empty() {
+            let mut may = if allowed.is_empty() {
                 "no workspace crate".to_owned()
             } else {
                 allowed.join(", ")
             };
+            if !dev_allowed.is_empty() {
+                may.push_str(&format!(
+                    " (and, as a dev-dependency, {})",
+                    dev_allowed.join(", ")
+                ));
+            }
             violations.push(Violation {
                 rule: CRATE_EDGES_RULE,
                 place: package.name.clone(),
@@ -260,6 +280,13 @@ fn allowed_edges(name: &str) -> Option<&'static [&'static str]> {
         .iter()
         .find(|(krate, _)| *krate == name)
         .map(|(_, allowed)| *allowed)
+}
+
+fn allowed_dev_edges(name: &str) -> &'static [&'static str] {
+    CRATE_DEV_EDGES
+        .iter()
+        .find(|(krate, _)| *krate == name)
+        .map_or(&[], |(_, allowed)| *allowed)
 }
 
 /// [`DOMAIN_ALLOWLIST_RULE`]: every crate that `echelon-domain` builds on, with all of its features

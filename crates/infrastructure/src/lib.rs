@@ -3,12 +3,9 @@
 //! - [`provider`]: the chat backend port over OpenAI-compatible servers, Anthropic, Gemini and the
 //!   in-process mock; start at [`provider::ProviderClient::from_spec`].
 //! - [`http_client`]: the one upstream HTTP client builder (no redirects, no hidden retries).
-//! - [`fake_upstream`]: a fault-injecting OpenAI-compatible server for tests, demos and
-//!   `echelon mock-upstream`.
 //! - [`backend_factory`]: the application's backend factory port over [`provider`].
 
 pub mod backend_factory;
-pub mod fake_upstream;
 pub mod http_client;
 pub mod metrics;
 pub mod provider;

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    CRATE_EDGES, CRATE_EDGES_RULE, DOMAIN, DOMAIN_ALLOWLIST_RULE, FILE_HEADER_RULE, RULES,
-    TEST_ATTRIBUTES_RULE, UNFINISHED_CODE_RULE, VAGUE_NAMES_RULE, Violation, WORKSPACE_DEPS_RULE,
-    WORKSPACE_LINTS_RULE, check, vague_word, word_parts,
+    CRATE_DEV_EDGES, CRATE_EDGES, CRATE_EDGES_RULE, DOMAIN, DOMAIN_ALLOWLIST_RULE, FAKE_UPSTREAM,
+    FILE_HEADER_RULE, RULES, TEST_ATTRIBUTES_RULE, UNFINISHED_CODE_RULE, VAGUE_NAMES_RULE,
+    Violation, WORKSPACE_DEPS_RULE, WORKSPACE_LINTS_RULE, check, vague_word, word_parts,
 };
 use crate::model::{Dep, DepKind, Manifest, Package, SourceFile, Workspace};
 
@@ -131,7 +131,16 @@ fn clean() -> Workspace {
                 true,
                 vec![dep(DOMAIN), dep("tokio"), dev_dep(DOMAIN)],
             ),
-            package(INFRASTRUCTURE, true, vec![dep(DOMAIN), dep(APPLICATION)]),
+            package(
+                INFRASTRUCTURE,
+                true,
+                vec![dep(DOMAIN), dep(APPLICATION), dev_dep(FAKE_UPSTREAM)],
+            ),
+            package(
+                FAKE_UPSTREAM,
+                true,
+                vec![dep(DOMAIN), dep(INFRASTRUCTURE), dep("tokio")],
+            ),
             package(
                 INTERFACES,
                 true,
@@ -140,6 +149,7 @@ fn clean() -> Workspace {
                     dep(CONFIG),
                     dep(APPLICATION),
                     dep(INFRASTRUCTURE),
+                    dep(FAKE_UPSTREAM),
                     dev_dep(INFRASTRUCTURE),
                 ],
             ),
@@ -291,7 +301,7 @@ fn crate_edges_catch_build_and_dev_edges_against_the_table() {
     let messages: Vec<&str> = violations.iter().map(|v| v.message.as_str()).collect();
     assert!(messages.contains(
         &"depends on echelon-interfaces (build dependency), but it may only depend on \
-          echelon-domain, echelon-application"
+          echelon-domain, echelon-application (and, as a dev-dependency, echelon-fake-upstream)"
     ));
     assert!(messages.contains(
         &"depends on echelon-application (dev-dependency), but it may only depend on echelon-domain"
@@ -299,6 +309,34 @@ fn crate_edges_catch_build_and_dev_edges_against_the_table() {
     assert!(messages.contains(
         &"depends on echelon-domain (normal dependency), but it may only depend on no workspace crate"
     ));
+}
+
+#[test]
+fn crate_edges_keep_the_fake_upstream_a_test_tool() {
+    let mut workspace = clean();
+    // The adapters' tests may run against it, the adapters themselves may not use it, and the
+    // use cases' tests may not either (only the crates of CRATE_DEV_EDGES may).
+    member_mut(&mut workspace, INFRASTRUCTURE)
+        .deps
+        .push(dep(FAKE_UPSTREAM));
+    member_mut(&mut workspace, APPLICATION)
+        .deps
+        .push(dev_dep(FAKE_UPSTREAM));
+    let violations = fired(check(&workspace), &[CRATE_EDGES_RULE, CRATE_EDGES_RULE]);
+    let messages: Vec<(&str, &str)> = violations
+        .iter()
+        .map(|v| (v.place.as_str(), v.message.as_str()))
+        .collect();
+    assert!(messages.contains(&(
+        INFRASTRUCTURE,
+        "depends on echelon-fake-upstream (normal dependency), but it may only depend on \
+         echelon-domain, echelon-application (and, as a dev-dependency, echelon-fake-upstream)"
+    )));
+    assert!(messages.contains(&(
+        APPLICATION,
+        "depends on echelon-fake-upstream (dev-dependency), but it may only depend on \
+         echelon-domain"
+    )));
 }
 
 #[test]
@@ -326,10 +364,13 @@ fn the_edge_table_is_the_one_of_the_design() {
             (CONFIG, 1),
             (APPLICATION, 1),
             (INFRASTRUCTURE, 2),
-            (INTERFACES, 4),
+            (FAKE_UPSTREAM, 2),
+            (INTERFACES, 5),
             ("xtask", 0)
         ]
     );
+    // Only test tools are dev-only edges, and only the adapters' tests take one.
+    assert_eq!(CRATE_DEV_EDGES, [(INFRASTRUCTURE, &[FAKE_UPSTREAM][..])]);
 }
 
 #[test]

@@ -27,8 +27,8 @@ use echelon_domain::spec::{
     PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
     RotationStrategy, TaskGroupSpec, Topology,
 };
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_infrastructure::backend_factory::ProviderBackends;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use futures_util::StreamExt as _;
 
 use crate::support::CANARY;

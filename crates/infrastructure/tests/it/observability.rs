@@ -30,8 +30,8 @@ use echelon_domain::spec::{
     RotationStrategy, Topology,
 };
 use echelon_domain::time::{Clock, Instant};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
 use echelon_infrastructure::backend_factory::ProviderBackends;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
 use echelon_infrastructure::metrics::{LiveView, Metrics, MetricsOptions, UNKNOWN_ROUTE};
 use echelon_infrastructure::telemetry::{ExportOptions, SpanEvents, tracer_provider};
 use echelon_infrastructure::webhook::{WebhookNotifier, WebhookOptions};

@@ -6,7 +6,7 @@ use echelon_domain::chat::{FinishReason, RawJson};
 use echelon_domain::error::ErrorClass;
 use echelon_domain::ports::ChatBackend as _;
 use echelon_domain::spec::ProviderKind;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
 use echelon_infrastructure::provider::ProviderClient;
 use futures_util::StreamExt as _;
 

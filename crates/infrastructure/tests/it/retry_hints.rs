@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use echelon_domain::error::ErrorClass;
 use echelon_domain::spec::ProviderKind;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 
 use crate::support::{Canned, Recorder, client, complete, request};
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use echelon_domain::spec::ProviderKind;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_infrastructure::provider::ProviderClient;
 
 use crate::support::{CANARY, Canned, Recorder, collect, complete, request, spec, stream};

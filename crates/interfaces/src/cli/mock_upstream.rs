@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
 
 /// Extra help: the fault grammar in short.
 pub const AFTER_HELP: &str = "\

@@ -20,7 +20,7 @@ use std::time::Duration;
 use echelon_application::gateway::Gateway;
 use echelon_domain::routing::TableOptions;
 use echelon_domain::time::Clock;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions, Faults};
 use echelon_infrastructure::http_client::{HttpClientSettings, build_http_client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;

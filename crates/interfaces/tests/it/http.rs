@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::write;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_interfaces::app::{self, BuildOptions};
 use echelon_interfaces::http::{self, RunningServer, ServerOptions};
 use serde_json::{Value, json};

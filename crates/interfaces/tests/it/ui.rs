@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::write;
-use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
+use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_interfaces::app::{self, BuildOptions};
 use echelon_interfaces::http::{self, RunningServer, ServerOptions};
 use serde_json::{Value, json};

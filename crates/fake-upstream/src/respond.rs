@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::faults::{Faults, RetryHint};
 use super::{INVALID_REQUESTS, ResetSignal, State};
-use crate::provider::mock::{estimate_tokens, split_words};
+use echelon_infrastructure::provider::mock::{estimate_tokens, split_words};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 

@@ -39,7 +39,7 @@
 use core::str::FromStr;
 use core::time::Duration;
 
-use crate::provider::retry_hint::parse_go_duration;
+use echelon_infrastructure::provider::retry_hint::parse_go_duration;
 
 /// How a 429 tells the client when to come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use echelon_infrastructure::fake_upstream::{FakeUpstream, FakeUpstreamOptions};
+//! use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 //! let upstream = FakeUpstream::start("127.0.0.1:0".parse().unwrap(), FakeUpstreamOptions::default()).await?;
 //! // Point an `openai` provider at `upstream.base_url()` and request model "fail-500" ...
 //! assert_eq!(upstream.requests("fail-500"), 0);
@@ -34,7 +34,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -213,12 +213,6 @@ impl FakeUpstream {
     /// `GET /v1/models` requests received.
     pub fn model_list_requests(&self) -> u64 {
         self.state.model_lists.load(Ordering::Relaxed)
-    }
-
-    /// Chat requests per model name, sorted by name.
-    pub fn request_counts(&self) -> BTreeMap<String, u64> {
-        let counts = self.state.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// The body of the last chat request received.
