@@ -17,6 +17,16 @@ use crate::time::Instant;
 /// The window every per-minute limit is measured over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// The tighter of two optional bounds (a limit, a deadline): the smaller one, or the one that
+/// is set.
+pub(crate) fn tighter<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
 /// Which limit is saturated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
