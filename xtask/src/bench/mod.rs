@@ -195,7 +195,8 @@ impl Options {
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("domain") => {
-            let mut cargo_args = vec!["bench", "-p", "echelon-domain"];
+            // `--benches`: the bench targets only; the lib's test harness refuses criterion's flags.
+            let mut cargo_args = vec!["bench", "-p", "echelon-domain", "--benches"];
             cargo_args.extend(args[1..].iter().map(String::as_str));
             crate::cargo(root, &cargo_args)
         }
