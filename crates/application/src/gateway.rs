@@ -54,7 +54,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             table: TableOptions::default(),
-            request_timeout: Duration::from_secs(300),
+            request_timeout: echelon_domain::defaults::server::REQUEST_TIMEOUT,
         }
     }
 }

@@ -53,7 +53,7 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_size: 4 * 1024 * 1024,
-            request_timeout: Duration::from_secs(300),
+            request_timeout: echelon_domain::defaults::server::REQUEST_TIMEOUT,
             shutdown_grace: Duration::from_secs(30),
         }
     }

@@ -19,6 +19,8 @@
 
 mod de;
 mod diagnostic;
+#[cfg(test)]
+mod documented;
 mod env;
 mod files;
 mod gateway;

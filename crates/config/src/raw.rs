@@ -18,6 +18,7 @@ use crate::value::ByteSize;
 pub(crate) struct RawRegistry {
     pub registry: Option<RawRegistryHeader>,
     pub global: Option<RawGlobal>,
+    pub route_defaults: Option<RawRouteDefaults>,
     pub providers: Option<BTreeMap<String, RawRegistryEntry>>,
     pub pools: Option<BTreeMap<String, RawRegistryEntry>>,
     pub task_groups: Option<BTreeMap<String, RawRegistryEntry>>,
@@ -39,6 +40,21 @@ pub(crate) struct RawGlobal {
     pub validation: Option<Val<crate::ValidationMode>>,
     pub hot_reload: Option<Val<bool>>,
     pub debounce: Option<Val<Duration>>,
+}
+
+/// `[route_defaults]`: settings of routes without an echelon; the keys of a task group's
+/// `[fallback]` and of an echelon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteDefaults {
+    pub max_attempts: Option<Val<u32>>,
+    pub retry_delay: Option<Val<Duration>>,
+    pub deadline: Option<Val<Duration>>,
+    pub timeout: Option<Val<Duration>>,
+    pub first_token_timeout: Option<Val<Duration>>,
+    pub idle_timeout: Option<Val<Duration>>,
+    pub max_retries: Option<Val<u32>>,
+    pub retry_after_max_wait: Option<Val<Duration>>,
 }
 
 /// `name = { file = "...", enabled = true }`.

@@ -4,6 +4,7 @@
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
+use echelon_domain::spec::RouteDefaults;
 use serde::Serialize;
 
 use crate::de::{Here, from_node};
@@ -12,8 +13,8 @@ use crate::env::Env;
 use crate::files::{Files, normalize};
 use crate::interpolate::interpolate;
 use crate::node::KeyPath;
-use crate::raw::{RawRegistry, RawRegistryEntry};
-use crate::value::{Choice, OptVal, Range, choice_from_val};
+use crate::raw::{RawRegistry, RawRegistryEntry, RawRouteDefaults};
+use crate::value::{Choice, OptVal, POSITIVE, Range, choice_from_val};
 
 /// The registry file, relative to the configuration root.
 pub(crate) const REGISTRY_FILE: &str = "llms/_registry.toml";
@@ -124,6 +125,8 @@ pub(crate) struct EntryFile {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Registry {
     pub settings: RegistrySettings,
+    /// `[route_defaults]`: settings of routes without an echelon.
+    pub route_defaults: RouteDefaults,
     pub entries: BTreeMap<Kind, Vec<EntryFile>>,
     /// Kinds that the registry lists explicitly.
     pub listed: BTreeSet<Kind>,
@@ -185,6 +188,9 @@ pub(crate) fn load(files: &mut Files, env: &dyn Env, out: &mut Vec<Diagnostic>) 
             };
         }
     }
+    if let Some(table) = raw.as_ref().and_then(|raw| raw.route_defaults.as_ref()) {
+        registry.route_defaults = route_defaults(table, out);
+    }
     for kind in Kind::ALL {
         let table = raw.as_ref().and_then(|raw| match kind {
             Kind::Providers => raw.providers.as_ref(),
@@ -215,6 +221,31 @@ pub(crate) fn load(files: &mut Files, env: &dyn Env, out: &mut Vec<Diagnostic>) 
         registry.entries.insert(kind, entries);
     }
     registry
+}
+
+/// `[route_defaults]`, in the ranges of the task-group and echelon keys of the same names.
+fn route_defaults(raw: &RawRouteDefaults, out: &mut Vec<Diagnostic>) -> RouteDefaults {
+    let d = RouteDefaults::default();
+    RouteDefaults {
+        max_attempts: raw
+            .max_attempts
+            .read_or_in(out, Range::Between(1, 100), d.max_attempts),
+        retry_delay: raw.retry_delay.read_or(out, d.retry_delay),
+        deadline: raw.deadline.read_or_in(out, POSITIVE, d.deadline),
+        timeout: raw.timeout.read_or_in(out, POSITIVE, d.timeout),
+        first_token_timeout: raw.first_token_timeout.read_or_in(
+            out,
+            POSITIVE,
+            d.first_token_timeout,
+        ),
+        idle_timeout: raw.idle_timeout.read_or_in(out, POSITIVE, d.idle_timeout),
+        max_retries: raw
+            .max_retries
+            .read_or_in(out, Range::Between(0, 10), d.max_retries),
+        retry_after_max_wait: raw
+            .retry_after_max_wait
+            .read_or(out, d.retry_after_max_wait),
+    }
 }
 
 fn listed_entry(

@@ -44,6 +44,9 @@ pub(crate) trait FromVal: Sized {
     fn show(&self) -> String;
 }
 
+/// The range of durations that must be positive (timeouts, deadlines).
+pub(crate) const POSITIVE: Range<Duration> = Range::AtLeast(Duration::from_millis(1));
+
 /// An allowed range.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Range<T> {

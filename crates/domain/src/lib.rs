@@ -7,7 +7,8 @@
 //!
 //! # Map
 //!
-//! - [`spec`]: validated configuration values and the [`spec::Topology`] that holds them.
+//! - [`spec`]: validated configuration values and the [`spec::Topology`] that holds them;
+//!   [`defaults`]: every default of the configuration, written once.
 //! - [`routing`]: the [`routing::RoutingTable`] built from a topology (live state that survives
 //!   hot reloads), name resolution into a [`routing::Route`], snapshots for the admin API.
 //! - [`plan`]: the attempt planner: [`plan::Plan::next`] yields [`plan::Step`]s,
@@ -88,6 +89,7 @@
 pub mod alert;
 pub mod breaker;
 pub mod chat;
+pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod health;

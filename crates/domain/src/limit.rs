@@ -19,7 +19,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The tighter of two optional bounds (a limit, a deadline): the smaller one, or the one that
 /// is set.
-pub(crate) fn tighter<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+pub fn tighter<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) => x,

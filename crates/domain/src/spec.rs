@@ -7,6 +7,7 @@
 use core::time::Duration;
 use std::collections::BTreeMap;
 
+use crate::defaults;
 use crate::name::{
     EchelonName, GroupName, InstanceId, ModelName, ModelRef, PoolName, ProviderName, WrapperName,
 };
@@ -205,9 +206,9 @@ pub struct HealthPolicy {
 impl Default for HealthPolicy {
     fn default() -> Self {
         Self {
-            failure_threshold: 3,
-            success_threshold: 2,
-            recovery_time: Duration::from_secs(30),
+            failure_threshold: defaults::health::FAILURE_THRESHOLD,
+            success_threshold: defaults::health::SUCCESS_THRESHOLD,
+            recovery_time: defaults::health::RECOVERY_TIME,
         }
     }
 }
@@ -245,8 +246,8 @@ impl Default for HealthCheckSpec {
     fn default() -> Self {
         Self {
             enabled: true,
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
+            interval: defaults::health::CHECK_INTERVAL,
+            timeout: defaults::health::CHECK_TIMEOUT,
             probe: ProbeKind::Models,
         }
     }
@@ -283,11 +284,11 @@ pub struct BreakerPolicy {
 impl Default for BreakerPolicy {
     fn default() -> Self {
         Self {
-            failure_threshold: 5,
+            failure_threshold: defaults::breaker::FAILURE_THRESHOLD,
             failure_rate: None,
-            recovery_time: Duration::from_secs(30),
-            max_recovery_time: Duration::from_secs(300),
-            half_open_requests: 1,
+            recovery_time: defaults::breaker::RECOVERY_TIME,
+            max_recovery_time: defaults::breaker::MAX_RECOVERY_TIME,
+            half_open_requests: defaults::breaker::HALF_OPEN_REQUESTS,
         }
     }
 }
@@ -474,6 +475,46 @@ pub struct WrapperSpec {
     pub description: Option<String>,
 }
 
+/// Settings for routes that have no echelon of their own: `pool:NAME`, `provider/model` and the
+/// wrappers pointing at them (`[route_defaults]` of `llms/_registry.toml`; defaults in
+/// [`defaults::route`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RouteDefaults {
+    /// Upper bound on upstream attempts per request.
+    pub max_attempts: u32,
+    /// Base delay of the retry backoff.
+    pub retry_delay: Duration,
+    /// Overall deadline of one request.
+    pub deadline: Duration,
+    /// Timeout of one non-streaming attempt.
+    pub timeout: Duration,
+    /// Time to the first streamed token.
+    pub first_token_timeout: Duration,
+    /// Longest silence between streamed chunks.
+    pub idle_timeout: Duration,
+    /// Retries of the same instance for retryable server errors.
+    pub max_retries: u32,
+    /// Longest Retry-After worth waiting for instead of moving on.
+    pub retry_after_max_wait: Duration,
+}
+
+impl Default for RouteDefaults {
+    fn default() -> Self {
+        use defaults::route;
+        Self {
+            max_attempts: route::MAX_ATTEMPTS,
+            retry_delay: route::RETRY_DELAY,
+            deadline: route::DEADLINE,
+            timeout: route::TIMEOUT,
+            first_token_timeout: route::FIRST_TOKEN_TIMEOUT,
+            idle_timeout: route::IDLE_TIMEOUT,
+            max_retries: route::MAX_RETRIES,
+            retry_after_max_wait: route::RETRY_AFTER_MAX_WAIT,
+        }
+    }
+}
+
 /// The whole validated routing configuration.
 ///
 /// Maps are ordered so that listings, plans and snapshots are deterministic.
@@ -490,6 +531,8 @@ pub struct Topology {
     pub task_groups: BTreeMap<GroupName, TaskGroupSpec>,
     /// Enabled wrappers by name.
     pub wrappers: BTreeMap<WrapperName, WrapperSpec>,
+    /// Settings of routes without an echelon (`[route_defaults]` of the registry).
+    pub route_defaults: RouteDefaults,
 }
 
 impl Topology {

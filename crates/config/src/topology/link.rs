@@ -195,9 +195,9 @@ pub(super) fn link_pool(
                 upstream_name: model.upstream_name.clone(),
                 weight: entry.weight,
                 limits: Limits {
-                    rpm: tighten(model.limits.rpm, entry.limits.rpm),
-                    tpm: tighten(model.limits.tpm, entry.limits.tpm),
-                    max_concurrency: tighten(
+                    rpm: tighter(model.limits.rpm, entry.limits.rpm),
+                    tpm: tighter(model.limits.tpm, entry.limits.tpm),
+                    max_concurrency: tighter(
                         model.limits.max_concurrency,
                         entry.limits.max_concurrency,
                     ),

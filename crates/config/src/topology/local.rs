@@ -90,25 +90,6 @@ choice_from_val!(
     FallbackStrategy
 );
 
-/// Defaults of optional settings (documented in docs/configuration.md).
-pub(crate) mod defaults {
-    use core::time::Duration;
-
-    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
-    pub const MAX_INSTANCE_ATTEMPTS: u32 = 3;
-    pub const MAX_ATTEMPTS: u32 = 5;
-    pub const RETRY_DELAY: Duration = Duration::from_millis(250);
-    pub const DEADLINE: Duration = Duration::from_secs(180);
-    pub const TIMEOUT: Duration = Duration::from_secs(60);
-    pub const FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const MAX_RETRIES: u32 = 1;
-    pub const RETRY_AFTER_MAX_WAIT: Duration = Duration::from_secs(5);
-    pub const FAILURE_RATE_WINDOW: Duration = Duration::from_secs(60);
-    pub const FAILURE_RATE_MIN_CALLS: u32 = 10;
-}
-
 /// The default base URL of a provider kind.
 pub(crate) fn default_base_url(kind: ProviderKind, name: &str) -> String {
     match kind {
@@ -116,15 +97,6 @@ pub(crate) fn default_base_url(kind: ProviderKind, name: &str) -> String {
         ProviderKind::Anthropic => "https://api.anthropic.com/v1".to_owned(),
         ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta".to_owned(),
         ProviderKind::Mock => format!("mock://{name}"),
-    }
-}
-
-pub(super) const POSITIVE: Range<Duration> = Range::AtLeast(Duration::from_millis(1));
-
-pub(super) fn tighten(a: Option<u32>, b: Option<u32>) -> Option<u32> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -268,12 +240,16 @@ pub(super) fn provider(name: &str, raw: RawProvider, out: &mut Vec<Diagnostic>) 
         base_url,
         api_keys,
         headers,
-        connect_timeout: raw
-            .connect_timeout
-            .read_or_in(out, POSITIVE, defaults::CONNECT_TIMEOUT),
-        request_timeout: raw
-            .request_timeout
-            .read_or_in(out, POSITIVE, defaults::REQUEST_TIMEOUT),
+        connect_timeout: raw.connect_timeout.read_or_in(
+            out,
+            POSITIVE,
+            defaults::provider::CONNECT_TIMEOUT,
+        ),
+        request_timeout: raw.request_timeout.read_or_in(
+            out,
+            POSITIVE,
+            defaults::provider::REQUEST_TIMEOUT,
+        ),
         mock,
     };
     let mut models = BTreeMap::new();
@@ -376,11 +352,11 @@ pub(super) fn breaker(raw: Option<&RawBreaker>, out: &mut Vec<Diagnostic>) -> Br
             threshold,
             window: rate
                 .window
-                .read_or_in(out, POSITIVE, defaults::FAILURE_RATE_WINDOW),
+                .read_or_in(out, POSITIVE, defaults::breaker::FAILURE_RATE_WINDOW),
             min_calls: rate.min_calls.read_or_in(
                 out,
                 Range::AtLeast(1),
-                defaults::FAILURE_RATE_MIN_CALLS,
+                defaults::breaker::FAILURE_RATE_MIN_CALLS,
             ),
         })
     });
@@ -573,11 +549,11 @@ pub(super) fn pool(raw: RawPool, out: &mut Vec<Diagnostic>) -> PoolDraft {
         health_check,
         breaker: breaker(raw.circuit_breaker.as_ref(), out),
         strategy,
-        max_instance_attempts: fallback.map_or(defaults::MAX_INSTANCE_ATTEMPTS, |f| {
+        max_instance_attempts: fallback.map_or(defaults::pool::MAX_INSTANCE_ATTEMPTS, |f| {
             f.max_instance_attempts.read_or_in(
                 out,
                 Range::Between(1, 100),
-                defaults::MAX_INSTANCE_ATTEMPTS,
+                defaults::pool::MAX_INSTANCE_ATTEMPTS,
             )
         }),
         fallback_pools,
@@ -716,15 +692,20 @@ pub(super) fn group(name: &str, raw: &RawGroup, out: &mut Vec<Diagnostic>) -> Gr
         strategy,
         breaker: breaker(raw.circuit_breaker.as_ref(), out),
         fallback_groups,
-        max_attempts: fallback.map_or(defaults::MAX_ATTEMPTS, |f| {
-            f.max_attempts
-                .read_or_in(out, Range::Between(1, 100), defaults::MAX_ATTEMPTS)
+        max_attempts: fallback.map_or(defaults::task_group::MAX_ATTEMPTS, |f| {
+            f.max_attempts.read_or_in(
+                out,
+                Range::Between(1, 100),
+                defaults::task_group::MAX_ATTEMPTS,
+            )
         }),
-        retry_delay: fallback.map_or(defaults::RETRY_DELAY, |f| {
-            f.retry_delay.read_or(out, defaults::RETRY_DELAY)
+        retry_delay: fallback.map_or(defaults::task_group::RETRY_DELAY, |f| {
+            f.retry_delay
+                .read_or(out, defaults::task_group::RETRY_DELAY)
         }),
-        deadline: fallback.map_or(defaults::DEADLINE, |f| {
-            f.deadline.read_or_in(out, POSITIVE, defaults::DEADLINE)
+        deadline: fallback.map_or(defaults::task_group::DEADLINE, |f| {
+            f.deadline
+                .read_or_in(out, POSITIVE, defaults::task_group::DEADLINE)
         }),
         echelons,
     }
@@ -812,23 +793,27 @@ pub(super) fn echelon(
             targets: refs.iter().map(|r| r.value.clone()).collect(),
             concurrency_limit: raw.concurrency_limit.value_in(out, Range::AtLeast(1)),
             rpm_limit: raw.rpm_limit.value_in(out, Range::AtLeast(1)),
-            timeout: raw.timeout.read_or_in(out, POSITIVE, defaults::TIMEOUT),
+            timeout: raw
+                .timeout
+                .read_or_in(out, POSITIVE, defaults::echelon::TIMEOUT),
             first_token_timeout: raw.first_token_timeout.read_or_in(
                 out,
                 POSITIVE,
-                defaults::FIRST_TOKEN_TIMEOUT,
+                defaults::echelon::FIRST_TOKEN_TIMEOUT,
             ),
-            idle_timeout: raw
-                .idle_timeout
-                .read_or_in(out, POSITIVE, defaults::IDLE_TIMEOUT),
+            idle_timeout: raw.idle_timeout.read_or_in(
+                out,
+                POSITIVE,
+                defaults::echelon::IDLE_TIMEOUT,
+            ),
             max_retries: raw.max_retries.read_or_in(
                 out,
                 Range::Between(0, 10),
-                defaults::MAX_RETRIES,
+                defaults::echelon::MAX_RETRIES,
             ),
             retry_after_max_wait: raw
                 .retry_after_max_wait
-                .read_or(out, defaults::RETRY_AFTER_MAX_WAIT),
+                .read_or(out, defaults::echelon::RETRY_AFTER_MAX_WAIT),
             defaults: RequestDefaults {
                 temperature: defaults_raw
                     .and_then(|d| d.temperature.value_in(out, Range::Between(0.0, 2.0))),

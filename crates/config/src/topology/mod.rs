@@ -12,6 +12,8 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
+use echelon_domain::defaults;
+use echelon_domain::limit::tighter;
 use echelon_domain::name::{
     EchelonName, GroupName, InstanceId, ModelName, ModelRef, PoolName, ProviderName, WrapperName,
 };
@@ -36,7 +38,7 @@ use crate::raw::{
     RawWrapper, RawWrapperFile,
 };
 use crate::registry::{EntryFile, Kind, Registry, ValidationMode};
-use crate::value::{Choice, OptVal, Range, choice_from_val};
+use crate::value::{Choice, OptVal, POSITIVE, Range, choice_from_val};
 
 mod link;
 mod local;
@@ -454,7 +456,10 @@ pub(crate) fn build(
     let alive = |entity: &Entity| !dropped.contains_key(entity);
 
     // Assemble.
-    let mut topology = Topology::default();
+    let mut topology = Topology {
+        route_defaults: registry.route_defaults,
+        ..Topology::default()
+    };
     if errors.is_empty() {
         for (name, draft) in providers {
             let Some(draft) = draft else { continue };

@@ -120,6 +120,31 @@ fn optional_settings_take_their_documented_defaults() {
     assert_eq!(config.gateway.server.max_body_size, 4 * 1024 * 1024);
     assert_eq!(config.registry.debounce, Duration::from_millis(500));
     assert!(config.registry.hot_reload);
+    // No [route_defaults]: routes without an echelon get the documented defaults.
+    let route = config.topology.route_defaults;
+    assert_eq!(route.max_attempts, 3);
+    assert_eq!(route.deadline, Duration::from_secs(120));
+    assert_eq!(route.first_token_timeout, Duration::from_secs(20));
+    assert_eq!(route.retry_delay, Duration::from_millis(200));
+}
+
+#[test]
+fn route_defaults_of_the_registry_reach_the_topology() {
+    let dir = base_with(&[(
+        "llms/_registry.toml",
+        "[route_defaults]\nmax_attempts = 2\ndeadline = \"45s\"\nfirst_token_timeout = \"5s\"\nmax_retries = 0\n",
+    )]);
+    let config = load(dir.path(), &env(&[])).unwrap_or_else(|r| panic!("{r}"));
+    let route = config.topology.route_defaults;
+    assert_eq!(route.max_attempts, 2);
+    assert_eq!(route.deadline, Duration::from_secs(45));
+    assert_eq!(route.first_token_timeout, Duration::from_secs(5));
+    assert_eq!(route.max_retries, 0);
+    assert_eq!(
+        route.idle_timeout,
+        Duration::from_secs(30),
+        "a key left out keeps its default"
+    );
 }
 
 #[test]

@@ -321,6 +321,17 @@ fn registry_problems() {
 }
 
 #[test]
+fn route_defaults_problems() {
+    insta::assert_snapshot!(refused(
+        &[(
+            "llms/_registry.toml",
+            "[route_defaults]\nmax_atempts = 4\ndeadline = \"0s\"\nmax_retries = 11\nfirst_token_timeout = \"soon\"\n",
+        )],
+        &[]
+    ));
+}
+
+#[test]
 fn disabled_entries_and_unlisted_files() {
     insta::assert_snapshot!(refused(
         &[

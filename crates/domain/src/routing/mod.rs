@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! - [`options`](TableOptions): how a table is built ([`RouteDefaults`], [`TableOptions`]).
+//! - `options`: how a table is built ([`TableOptions`]).
 //! - `build`: the table's live state from a topology, carried over from the previous table;
 //!   `instances`: the dense store of instance states addressed by a typed index.
 //! - `pool`, `echelon`: the run-time state of pools, echelons and groups, and the permits an
@@ -39,9 +39,10 @@ use crate::plan::{Explanation, Plan, RequestFacts};
 use crate::spec::Topology;
 use crate::time::Instant;
 
+pub use crate::spec::RouteDefaults;
 pub(crate) use echelon::{EchelonPermit, EchelonRuntime};
 pub(crate) use instances::InstanceIndex;
-pub use options::{RouteDefaults, TableOptions};
+pub use options::TableOptions;
 pub use pool::PoolLabel;
 pub(crate) use pool::{PoolIndex, PoolPermit, PoolRuntime};
 pub use resolve::ResolveError;

@@ -23,7 +23,7 @@ pub(crate) struct Routes {
 
 impl RoutingTable {
     pub(super) fn build_routes(&self) -> Routes {
-        let defaults = self.options.route_defaults;
+        let defaults = self.topology.route_defaults;
         let default_settings = RouteSettings {
             max_attempts: defaults.max_attempts.max(1),
             retry_delay: defaults.retry_delay,
@@ -70,7 +70,7 @@ impl RoutingTable {
 
     /// The one stage of a route without an echelon (`pool:NAME`, `provider/model`).
     fn plain_stage(&self, label: Arc<str>, targets: Vec<Arc<PoolRuntime>>) -> Stage {
-        let d = self.options.route_defaults;
+        let d = self.topology.route_defaults;
         Stage {
             label,
             group: None,

@@ -7,7 +7,10 @@ use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::events::SkipReason;
 use echelon_domain::instance::Unavailable;
 use echelon_domain::name::{InstanceId, ModelRef, WrapperName};
-use echelon_domain::routing::{ResolveError, RouteTarget, RoutingTable, TableOptions};
+use echelon_domain::plan::{RequestFacts, Step};
+use echelon_domain::routing::{
+    ResolveError, RouteDefaults, RouteTarget, RoutingTable, TableOptions,
+};
 use echelon_domain::spec::{
     FallbackStrategy, Limits, RotationStrategy, WrapperSpec, WrapperTarget,
 };
@@ -131,6 +134,49 @@ fn reload_carries_live_state_over_for_unchanged_instances() {
     );
     assert!(!Arc::ptr_eq(fresh.instance(&id).unwrap(), state));
     assert_eq!(fresh.instance(&id).unwrap().cooldown_until(w.now()), None);
+}
+
+#[test]
+fn routes_without_an_echelon_follow_the_topology_route_defaults_across_a_reload() {
+    let w = builder().build();
+    let defaults = RouteDefaults::default();
+    assert_eq!(w.route("pool:p").max_attempts(), defaults.max_attempts);
+    assert_eq!(w.route("a/m").max_attempts(), defaults.max_attempts);
+    let group = w.route("group:g").max_attempts();
+
+    let mut changed = (**w.table.topology()).clone();
+    changed.route_defaults = RouteDefaults {
+        max_attempts: 1,
+        timeout: secs(7),
+        ..defaults
+    };
+    let reloaded = RoutingTable::build(
+        Arc::new(changed),
+        Some(&w.table),
+        TableOptions::default(),
+        w.now(),
+    );
+    for name in ["pool:p", "a/m"] {
+        let route = reloaded.resolve(name).unwrap();
+        assert_eq!(route.max_attempts(), 1, "{name}");
+        let mut plan = reloaded.plan(
+            &route,
+            RequestFacts {
+                estimated_tokens: 1,
+                now: w.now(),
+                deadline: None,
+            },
+        );
+        let Step::Attempt(attempt) = plan.next(w.now(), &w.rng) else {
+            panic!("{name} serves");
+        };
+        assert_eq!(attempt.timeouts.total, secs(7), "{name}");
+    }
+    assert_eq!(
+        reloaded.resolve("group:g").unwrap().max_attempts(),
+        group,
+        "task groups keep their own settings"
+    );
 }
 
 #[test]

@@ -120,14 +120,14 @@ fn check() -> HealthCheckSpec {
     }
 }
 
-fn gateway(topology: Topology, sink: Arc<dyn EventSink>) -> Arc<Gateway> {
+fn gateway(mut topology: Topology, sink: Arc<dyn EventSink>) -> Arc<Gateway> {
+    topology.route_defaults = RouteDefaults {
+        retry_delay: Duration::from_millis(1),
+        max_retries: 0,
+        ..RouteDefaults::default()
+    };
     let options = EngineOptions {
         table: TableOptions {
-            route_defaults: RouteDefaults {
-                retry_delay: Duration::from_millis(1),
-                max_retries: 0,
-                ..RouteDefaults::default()
-            },
             sink,
             ..TableOptions::default()
         },

@@ -1,0 +1,215 @@
+//! docs/configuration.md states every default of [`echelon_domain::defaults`]; this test reads
+//! the page and compares, so the page and the code cannot drift apart.
+
+use core::time::Duration;
+
+use echelon_domain::defaults::{
+    breaker, echelon, health, pool, provider, route, server, task_group,
+};
+
+use crate::value::parse_duration;
+
+/// A default as the page states it.
+#[derive(Debug, PartialEq)]
+enum Value {
+    Count(u32),
+    Time(Duration),
+}
+
+/// Every default: the page's section heading, the key as the page writes it, the value.
+fn defaults() -> Vec<(&'static str, &'static str, Value)> {
+    use Value::{Count, Time};
+    const REGISTRY: &str = "## `llms/_registry.toml`";
+    const PROVIDERS: &str = "## Providers";
+    const POOLS: &str = "## Pools";
+    const BREAKERS: &str = "### Circuit breakers";
+    const GROUPS: &str = "## Task groups";
+    const GATEWAY: &str = "## `gateway.toml`";
+    vec![
+        (
+            REGISTRY,
+            "route_defaults.max_attempts",
+            Count(route::MAX_ATTEMPTS),
+        ),
+        (
+            REGISTRY,
+            "route_defaults.retry_delay",
+            Time(route::RETRY_DELAY),
+        ),
+        (REGISTRY, "route_defaults.deadline", Time(route::DEADLINE)),
+        (REGISTRY, "route_defaults.timeout", Time(route::TIMEOUT)),
+        (
+            REGISTRY,
+            "route_defaults.first_token_timeout",
+            Time(route::FIRST_TOKEN_TIMEOUT),
+        ),
+        (
+            REGISTRY,
+            "route_defaults.idle_timeout",
+            Time(route::IDLE_TIMEOUT),
+        ),
+        (
+            REGISTRY,
+            "route_defaults.max_retries",
+            Count(route::MAX_RETRIES),
+        ),
+        (
+            REGISTRY,
+            "route_defaults.retry_after_max_wait",
+            Time(route::RETRY_AFTER_MAX_WAIT),
+        ),
+        (
+            PROVIDERS,
+            "connect_timeout",
+            Time(provider::CONNECT_TIMEOUT),
+        ),
+        (
+            PROVIDERS,
+            "request_timeout",
+            Time(provider::REQUEST_TIMEOUT),
+        ),
+        (POOLS, "health_check.interval", Time(health::CHECK_INTERVAL)),
+        (POOLS, "health_check.timeout", Time(health::CHECK_TIMEOUT)),
+        (
+            POOLS,
+            "health_check.failure_threshold",
+            Count(health::FAILURE_THRESHOLD),
+        ),
+        (
+            POOLS,
+            "health_check.success_threshold",
+            Count(health::SUCCESS_THRESHOLD),
+        ),
+        (
+            POOLS,
+            "health_check.recovery_time",
+            Time(health::RECOVERY_TIME),
+        ),
+        (
+            POOLS,
+            "fallback.max_instance_attempts",
+            Count(pool::MAX_INSTANCE_ATTEMPTS),
+        ),
+        (
+            BREAKERS,
+            "failure_threshold",
+            Count(breaker::FAILURE_THRESHOLD),
+        ),
+        (BREAKERS, "recovery_time", Time(breaker::RECOVERY_TIME)),
+        (
+            BREAKERS,
+            "max_recovery_time",
+            Time(breaker::MAX_RECOVERY_TIME),
+        ),
+        (
+            BREAKERS,
+            "half_open_requests",
+            Count(breaker::HALF_OPEN_REQUESTS),
+        ),
+        (
+            BREAKERS,
+            "failure_rate.window",
+            Time(breaker::FAILURE_RATE_WINDOW),
+        ),
+        (
+            BREAKERS,
+            "failure_rate.min_calls",
+            Count(breaker::FAILURE_RATE_MIN_CALLS),
+        ),
+        (
+            GROUPS,
+            "fallback.max_attempts",
+            Count(task_group::MAX_ATTEMPTS),
+        ),
+        (
+            GROUPS,
+            "fallback.retry_delay",
+            Time(task_group::RETRY_DELAY),
+        ),
+        (GROUPS, "fallback.deadline", Time(task_group::DEADLINE)),
+        (GROUPS, "echelons.<name>.timeout", Time(echelon::TIMEOUT)),
+        (
+            GROUPS,
+            "echelons.<name>.first_token_timeout",
+            Time(echelon::FIRST_TOKEN_TIMEOUT),
+        ),
+        (
+            GROUPS,
+            "echelons.<name>.idle_timeout",
+            Time(echelon::IDLE_TIMEOUT),
+        ),
+        (
+            GROUPS,
+            "echelons.<name>.max_retries",
+            Count(echelon::MAX_RETRIES),
+        ),
+        (
+            GROUPS,
+            "echelons.<name>.retry_after_max_wait",
+            Time(echelon::RETRY_AFTER_MAX_WAIT),
+        ),
+        (
+            GATEWAY,
+            "server.request_timeout",
+            Time(server::REQUEST_TIMEOUT),
+        ),
+    ]
+}
+
+/// Every table row of the page: its section heading, its key and its default cell.
+fn rows(page: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if in_code {
+        } else if line.starts_with('#') {
+            section = line.trim().to_owned();
+        } else if line.starts_with("| `") {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let (Some(key), Some(default)) = (cells.get(1), cells.get(3)) {
+                out.push((
+                    section.clone(),
+                    key.trim_matches('`').to_owned(),
+                    (*default).to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The value of a default cell: its first `code` span, without quotes.
+fn value(cell: &str) -> Option<Value> {
+    let text = cell.split('`').nth(1)?.trim_matches('"');
+    match text.parse() {
+        Ok(n) => Some(Value::Count(n)),
+        Err(_) => parse_duration(text).ok().map(Value::Time),
+    }
+}
+
+#[test]
+fn the_configuration_page_states_every_default_once_as_the_code_has_it() {
+    let page = include_str!("../../../docs/configuration.md");
+    let rows = rows(page);
+    for (section, key, expected) in defaults() {
+        let found: Vec<_> = rows
+            .iter()
+            .filter(|(s, k, _)| s == section && k == key)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "docs/configuration.md, {section}: `{key}` should have one row, has {}",
+            found.len()
+        );
+        let cell = &found[0].2;
+        assert_eq!(
+            value(cell),
+            Some(expected),
+            "docs/configuration.md, {section}: the default of `{key}` is {cell}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Every default of Echelon's configuration, written once.
+//!
+//! The configuration loader (echelon-config), the routing table, the request engine and
+//! `docs/configuration.md` all read these constants; a test of echelon-config checks that the
+//! documentation states the same values. Each module is named after the part of the configuration
+//! whose keys it fills in, and each constant after its key.
+
+use core::time::Duration;
+
+/// `llms/providers/*.toml`.
+pub mod provider {
+    use core::time::Duration;
+
+    /// `connect_timeout`: establishing the TCP (and TLS) connection.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `request_timeout`: the HTTP client's backstop for one upstream call.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+}
+
+/// `llms/pools/*.toml`: `[fallback]`.
+pub mod pool {
+    /// `fallback.max_instance_attempts`: instances one request tries in the pool.
+    pub const MAX_INSTANCE_ATTEMPTS: u32 = 3;
+}
+
+/// An instance's health (a pool's `[health_check]` thresholds).
+pub mod health {
+    use core::time::Duration;
+
+    /// `failure_threshold`: consecutive failures that make an instance unhealthy.
+    pub const FAILURE_THRESHOLD: u32 = 3;
+    /// `success_threshold`: consecutive successes that make a recovering instance healthy.
+    pub const SUCCESS_THRESHOLD: u32 = 2;
+    /// `recovery_time`: rest of an unhealthy instance before it may recover.
+    pub const RECOVERY_TIME: Duration = Duration::from_secs(30);
+    /// `interval`: time between active probes.
+    pub const CHECK_INTERVAL: Duration = Duration::from_secs(30);
+    /// `timeout`: one active probe.
+    pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
+/// `[circuit_breaker]` of pools (per instance) and task groups (per echelon).
+pub mod breaker {
+    use core::time::Duration;
+
+    /// `failure_threshold`: consecutive failures that open the breaker.
+    pub const FAILURE_THRESHOLD: u32 = 5;
+    /// `recovery_time`: open time before the first half-open trial.
+    pub const RECOVERY_TIME: Duration = Duration::from_secs(30);
+    /// `max_recovery_time`: cap of the open time, which grows on repeated trips.
+    pub const MAX_RECOVERY_TIME: Duration = Duration::from_secs(300);
+    /// `half_open_requests`: trial calls admitted while half-open.
+    pub const HALF_OPEN_REQUESTS: u32 = 1;
+    /// `failure_rate.window`: the window of the failure-rate trigger.
+    pub const FAILURE_RATE_WINDOW: Duration = Duration::from_secs(60);
+    /// `failure_rate.min_calls`: calls the rate trigger needs to have seen.
+    pub const FAILURE_RATE_MIN_CALLS: u32 = 10;
+}
+
+/// `llms/task-groups/*.toml`: `[fallback]`.
+pub mod task_group {
+    use core::time::Duration;
+
+    /// `fallback.max_attempts`: upstream attempts per request, everything included.
+    pub const MAX_ATTEMPTS: u32 = 5;
+    /// `fallback.retry_delay`: base delay between retries of one instance.
+    pub const RETRY_DELAY: Duration = Duration::from_millis(250);
+    /// `fallback.deadline`: overall deadline of one request.
+    pub const DEADLINE: Duration = Duration::from_secs(180);
+}
+
+/// `[echelons.<name>]` of a task group.
+pub mod echelon {
+    use core::time::Duration;
+
+    /// `timeout`: one non-streaming attempt.
+    pub const TIMEOUT: Duration = Duration::from_secs(60);
+    /// `first_token_timeout`: time to the first streamed token.
+    pub const FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `idle_timeout`: longest silence between streamed chunks.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_retries`: retries of one instance for retryable server errors.
+    pub const MAX_RETRIES: u32 = 1;
+    /// `retry_after_max_wait`: longest Retry-After worth waiting for when no peer can serve.
+    pub const RETRY_AFTER_MAX_WAIT: Duration = Duration::from_secs(5);
+}
+
+/// `[route_defaults]` of `llms/_registry.toml`: routes without an echelon (`pool:NAME`,
+/// `provider/model`, and `pool` and `direct` wrappers). Shorter than a task group's: such a
+/// route has one stage, so fewer attempts and an earlier deadline bound it as tightly.
+pub mod route {
+    use core::time::Duration;
+
+    /// `max_attempts`: upstream attempts per request.
+    pub const MAX_ATTEMPTS: u32 = 3;
+    /// `retry_delay`: base delay between retries of one instance.
+    pub const RETRY_DELAY: Duration = Duration::from_millis(200);
+    /// `deadline`: overall deadline of one request.
+    pub const DEADLINE: Duration = Duration::from_secs(120);
+    /// `timeout`: one non-streaming attempt.
+    pub const TIMEOUT: Duration = Duration::from_secs(60);
+    /// `first_token_timeout`: time to the first streamed token.
+    pub const FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
+    /// `idle_timeout`: longest silence between streamed chunks.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_retries`: retries of one instance for retryable server errors.
+    pub const MAX_RETRIES: u32 = 1;
+    /// `retry_after_max_wait`: longest Retry-After worth waiting for when no peer can serve.
+    pub const RETRY_AFTER_MAX_WAIT: Duration = Duration::from_secs(5);
+}
+
+/// `gateway.toml` `[server]`, where the request engine needs the same value.
+pub mod server {
+    use core::time::Duration;
+
+    /// `request_timeout`: upper bound on one client request, streaming included.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+}
+
+/// Cooldown of an instance after a 429 that did not say how long to wait (no `Retry-After`).
+pub const RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(5);
