@@ -1,10 +1,10 @@
 //! `cargo xtask`: project automation. `cargo xtask check` is the one command that says the tree
 //! is healthy; see `cargo xtask help`.
 
-mod bench;
 mod lex;
 mod model;
 mod rules;
+mod system;
 mod workspace;
 
 use std::ffi::OsString;
@@ -20,13 +20,18 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  check           format, clippy, architecture rules, tests and examples; stops at the first failure
-  rules           only the architecture rules (the third step of `check`)
+  check           system packages, format, clippy, architecture rules, tests and examples; stops
+                  at the first failure
+  system-packages install (as root, with apt-get) or name the system packages the tests need
+  rules           only the architecture rules (a step of `check`)
   examples        build and run every example target of the workspace (the end of `check`)
   bench [OPTS..]  the gateway benchmark: direct vs bare proxy vs Echelon (`bench --help`)
   bench domain    the domain's criterion benches, ARGS passed through (e.g. `-- --quick`)
   domain-deps     list what echelon-domain builds on, to maintain the allowlist in xtask/src/rules.rs
   help            this text";
+
+/// The package (and binary) of the gateway benchmark.
+const BENCH_PACKAGE: &str = "xtask-bench";
 
 /// How long one built example may run before it counts as hanging.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -48,14 +53,11 @@ fn run(args: &[String]) -> Result<()> {
         Some("check") => check(&root),
         Some("rules") => architecture_rules(&root),
         Some("examples") => examples(&root),
-        Some("bench") => bench::main(&root, &args[1..]),
-        // Hidden helpers of the gateway benchmark, run as separate processes.
-        Some("bench-run") => bench::run_main(&root, &args[1..]),
-        Some("bench-proxy") => bench::proxy::main(&args[1..]),
-        Some("bench-load") => bench::load_main(&args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
         Some("domain-deps") => domain_deps(&root),
+        Some("system-packages") => system::ensure(&root),
         Some("help" | "-h" | "--help") => {
-            println!("{USAGE}");
+            println!("{}", help());
             Ok(())
         }
         Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
@@ -63,54 +65,81 @@ fn run(args: &[String]) -> Result<()> {
     }
 }
 
-type StepFn = fn(&Path) -> Result<()>;
+/// One step of `cargo xtask check`: what it runs, and the function that runs it.
+struct Step {
+    title: &'static str,
+    run: fn(&Path) -> Result<()>,
+}
+
+/// The steps of `cargo xtask check`, in order; the check stops at the first that fails. A new
+/// step is one more row.
+const CHECK_STEPS: &[Step] = &[
+    Step {
+        title: "system packages the tests need (cargo xtask help lists them)",
+        run: system::ensure,
+    },
+    Step {
+        title: "format: cargo fmt --all --check",
+        run: |root| cargo(root, &["fmt", "--all", "--check"]),
+    },
+    Step {
+        title: "lints: cargo clippy --workspace --all-targets --all-features -- -D warnings",
+        run: |root| {
+            cargo(
+                root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        },
+    },
+    Step {
+        title: "architecture rules (xtask/src/rules.rs)",
+        run: architecture_rules,
+    },
+    Step {
+        title: "tests: cargo test --workspace --all-features, then every example",
+        run: |root| {
+            cargo(root, &["test", "--workspace", "--all-features"])?;
+            examples(root)
+        },
+    },
+];
 
 fn check(root: &Path) -> Result<()> {
-    let steps: [(&str, StepFn); 4] = [
-        ("format: cargo fmt --all --check", |root| {
-            cargo(root, &["fmt", "--all", "--check"])
-        }),
-        (
-            "lints: cargo clippy --workspace --all-targets --all-features -- -D warnings",
-            |root| {
-                cargo(
-                    root,
-                    &[
-                        "clippy",
-                        "--workspace",
-                        "--all-targets",
-                        "--all-features",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ],
-                )
-            },
-        ),
-        (
-            "architecture rules (xtask/src/rules.rs)",
-            architecture_rules,
-        ),
-        (
-            "tests: cargo test --workspace --all-features, then every example",
-            |root| {
-                cargo(root, &["test", "--workspace", "--all-features"])?;
-                examples(root)
-            },
-        ),
-    ];
     let started = Instant::now();
-    for (number, (title, step)) in steps.iter().enumerate() {
-        println!("\n==> step {}/{}: {title}", number + 1, steps.len());
-        step(root)
-            .with_context(|| format!("check failed at step {}/{}", number + 1, steps.len()))?;
+    let total = CHECK_STEPS.len();
+    for (number, step) in CHECK_STEPS.iter().enumerate() {
+        println!("\n==> step {}/{total}: {}", number + 1, step.title);
+        (step.run)(root).with_context(|| format!("check failed at step {}/{total}", number + 1))?;
     }
     println!(
-        "\n==> check passed: {} steps in {:.0?}",
-        steps.len(),
+        "\n==> check passed: {total} steps in {:.0?}",
         started.elapsed()
     );
     Ok(())
+}
+
+/// `cargo xtask help`: the commands, the steps of the check and the system packages it needs.
+fn help() -> String {
+    let steps: Vec<String> = CHECK_STEPS
+        .iter()
+        .enumerate()
+        .map(|(number, step)| format!("  {}. {}", number + 1, step.title))
+        .collect();
+    format!(
+        "{USAGE}\n\n`cargo xtask check` runs, in order:\n{}\n\nsystem packages the tests need \
+         (the check installs them with apt-get\nwhen it runs as root, and otherwise names the \
+         command to run):\n{}",
+        steps.join("\n"),
+        system::table()
+    )
 }
 
 fn architecture_rules(root: &Path) -> Result<()> {
@@ -170,6 +199,43 @@ fn examples(root: &Path) -> Result<()> {
         println!("\n--> no example targets in the workspace");
     } else {
         println!("\n--> {found} example(s) ran");
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench domain ...` runs the domain's criterion benches; every other `cargo xtask
+/// bench ...` builds the gateway benchmark (its own member, `xtask/bench`, so that xtask carries
+/// no runtime) in release and runs it in the workspace root with the same arguments. The
+/// benchmark parses and checks them, and builds the release `echelon` it measures.
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("domain") {
+        // `--benches`: the bench targets only; the lib's test harness refuses criterion's flags.
+        let mut cargo_args = vec!["bench", "-p", "echelon-domain", "--benches"];
+        cargo_args.extend(args[1..].iter().map(String::as_str));
+        return cargo(root, &cargo_args);
+    }
+    if !args.iter().any(|arg| arg == "--no-build") {
+        cargo(
+            root,
+            &["build", "--quiet", "--release", "-p", BENCH_PACKAGE],
+        )?;
+    }
+    let target_dir = workspace::metadata(root)?.target_directory;
+    let program = target_dir.as_std_path().join("release").join(BENCH_PACKAGE);
+    if !program.is_file() {
+        bail!(
+            "{} does not exist; run without --no-build",
+            program.display()
+        );
+    }
+    let status = Command::new(&program)
+        .args(args)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    if !status.success() {
+        bail!("the benchmark failed ({status})");
     }
     Ok(())
 }

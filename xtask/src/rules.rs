@@ -85,6 +85,8 @@ pub const CRATE_EDGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("xtask", &[]),
+    // The benchmark drives the release `echelon` binary as a process; it links no workspace crate.
+    ("xtask-bench", &[]),
 ];
 
 /// Workspace crates a crate may take as dev-dependencies only, on top of its [`CRATE_EDGES`]:

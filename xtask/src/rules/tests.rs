@@ -366,7 +366,8 @@ fn the_edge_table_is_the_one_of_the_design() {
             (INFRASTRUCTURE, 2),
             (FAKE_UPSTREAM, 2),
             (INTERFACES, 5),
-            ("xtask", 0)
+            ("xtask", 0),
+            ("xtask-bench", 0)
         ]
     );
     // Only test tools are dev-only edges, and only the adapters' tests take one.

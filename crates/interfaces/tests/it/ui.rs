@@ -2,8 +2,9 @@
 //! a fake upstream whose primary model fails, a few requests so that a breaker opens and requests
 //! fall back, then Debian's `chromium` loads `GET /ui` and its DOM must show that live state.
 //!
-//! Chromium is a system package (`.ci/run` installs it); without it these tests fail and say how
-//! to install it, they never pass silently.
+//! Chromium is a system package: `cargo xtask check` installs it (or names the command to run)
+//! before any test starts. Run alone without it, these tests fail and say how to install it; they
+//! never pass silently.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -269,8 +270,9 @@ fn chromium(url: &str, extra: &[String]) -> Run {
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-            "chromium is not installed, and the status page is tested in a real browser: install \
-             Debian's chromium (`apt-get install -y --no-install-recommends chromium`, as .ci/run does)"
+            "chromium is not installed, and the status page is tested in a real browser: run \
+             `cargo xtask system-packages` (as root it installs Debian's chromium; otherwise it \
+             names the command)"
         ),
         Err(error) => panic!("could not start chromium: {error}"),
     };

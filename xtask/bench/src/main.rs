@@ -1,23 +1,26 @@
 //! `cargo xtask bench`: what one HTTP hop through Echelon costs, against a direct call and a bare
 //! hyper proxy, in one run on the same pinned core and the same fake upstream (issue #6).
 //!
-//! The release `echelon` binary is driven as separate processes; xtask never links the workspace
-//! crates. The process under test (the bare proxy, then Echelon) runs alone on one core
-//! (`taskset -c 1`); the fake upstream (`echelon mock-upstream`) and this process, which generates
-//! the load, share the other. Each target runs four phases: non-streaming at c=1 and c=N,
-//! streaming at c=1 and c=N. `cargo xtask bench domain` runs the domain's criterion benches.
+//! This binary is its own workspace member, so that xtask, which `cargo xtask check` builds first,
+//! carries no runtime and no HTTP stack. `cargo xtask bench` builds it in release and runs it in
+//! the workspace root; it builds the release `echelon` binary and drives it as separate
+//! processes, never linking the workspace crates. The process under test (the bare proxy, then
+//! Echelon) runs alone on one core (`taskset -c 1`); the fake upstream (`echelon mock-upstream`)
+//! and this process, which generates the load, share the other. Each target runs four phases:
+//! non-streaming at c=1 and c=N, streaming at c=1 and c=N. `cargo xtask bench domain` (handled by
+//! xtask itself) runs the domain's criterion benches.
 
 mod config;
 mod load;
 mod procfs;
-pub mod proxy;
+mod proxy;
 mod report;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -45,7 +48,7 @@ options:
                      CPU per request of the proxy and Echelon at the same load (default 5000)
   --gateway-cpu N    the core of the process under test (default 1)
   --driver-cpu N     the core of the load generator and the fake upstream (default 0)
-  --no-build         use the release builds of echelon and xtask as they are
+  --no-build         use the release builds of echelon and the benchmark as they are
   --no-realtime      run at normal priority (by default every process of the run gets the
                      real-time round-robin policy, so that builds and tests running on the same
                      machine cannot preempt it; that needs root or CAP_SYS_NICE)
@@ -189,62 +192,74 @@ impl Options {
     }
 }
 
-/// `cargo xtask bench ...`: builds `echelon` and xtask itself in release (the load generator and
-/// the bare proxy must be optimised as much as the gateway they measure), then runs the benchmark
-/// in the release xtask (`xtask bench-run`).
-pub fn main(root: &Path, args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("domain") => {
-            // `--benches`: the bench targets only; the lib's test harness refuses criterion's flags.
-            let mut cargo_args = vec!["bench", "-p", "echelon-domain", "--benches"];
-            cargo_args.extend(args[1..].iter().map(String::as_str));
-            crate::cargo(root, &cargo_args)
-        }
-        Some("help" | "-h" | "--help") => {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        // Helpers of the benchmark, run as separate processes (or by hand, for profiling).
+        Some("proxy") => proxy::main(&args[1..]),
+        Some("load") => load_main(&args[1..]),
+        _ if args
+            .iter()
+            .any(|arg| matches!(arg.as_str(), "help" | "-h" | "--help")) =>
+        {
             println!("{USAGE}");
             Ok(())
         }
-        _ => {
-            let options = Options::parse(args)?;
-            if !options.no_build {
-                // One package per build, so each keeps the feature set it has on its own and
-                // neither rebuild invalidates the other.
-                for package in ["echelon-interfaces", "xtask"] {
-                    println!("==> cargo build --release -p {package}");
-                    crate::cargo(root, &["build", "--release", "-p", package])?;
-                }
-            }
-            let xtask = release_dir(root)?.join("xtask");
-            ensure!(
-                xtask.is_file(),
-                "{} does not exist; run without --no-build",
-                xtask.display()
-            );
-            let status = Command::new(&xtask)
-                .arg("bench-run")
-                .args(args)
-                .stdin(Stdio::null())
-                .status()
-                .with_context(|| format!("cannot start {}", xtask.display()))?;
-            ensure!(status.success(), "the benchmark failed ({status})");
-            Ok(())
+        _ => run(&args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask-bench: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }
 
-/// `xtask bench-run ...`: the benchmark itself, in the release build of xtask.
-pub fn run_main(root: &Path, args: &[String]) -> Result<()> {
+/// `xtask-bench [OPTIONS]`, run by `cargo xtask bench` in the workspace root: checks the options,
+/// builds the release `echelon` next to this binary (the load generator and the bare proxy are as
+/// optimised as the gateway they measure), then runs the benchmark.
+fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
+    let root = std::env::current_dir().context("cannot read the current directory")?;
+    if !options.no_build {
+        println!("==> cargo build --release -p echelon-interfaces");
+        let status = Command::new(cargo_program())
+            .args(["build", "--release", "-p", "echelon-interfaces"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .status()
+            .context("cannot start cargo")?;
+        ensure!(
+            status.success(),
+            "`cargo build --release -p echelon-interfaces` failed ({status})"
+        );
+    }
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
-    gateway(root, &options, command)
+    gateway(&root, &options, command)
 }
 
-fn release_dir(root: &Path) -> Result<PathBuf> {
-    let target_dir = crate::workspace::metadata(root)?.target_directory;
-    Ok(target_dir.as_std_path().join("release"))
+/// The cargo that started `cargo xtask` (so `cargo +toolchain xtask bench` stays on that
+/// toolchain), or the one on the `PATH`.
+fn cargo_program() -> std::ffi::OsString {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the benchmark is tooling, not a product crate: it asks which cargo started it"
+    )]
+    let program = std::env::var_os("CARGO");
+    program.unwrap_or_else(|| "cargo".into())
+}
+
+/// Where this binary and the release `echelon` it measures live: `cargo build --release` puts
+/// both in the same directory.
+fn release_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the benchmark's executable")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .with_context(|| format!("{} has no parent directory", exe.display()))
 }
 
 /// The gateway benchmark.
@@ -263,13 +278,13 @@ fn gateway(root: &Path, options: &Options, command: String) -> Result<()> {
         options.gateway_cpu,
         machine.cpus
     );
-    let echelon = release_dir(root)?.join("echelon");
+    let echelon = release_dir()?.join("echelon");
     ensure!(
         echelon.is_file(),
         "{} does not exist; run without --no-build",
         echelon.display()
     );
-    let xtask = std::env::current_exe().context("cannot find the xtask executable")?;
+    let bench = std::env::current_exe().context("cannot find the benchmark's executable")?;
     let load_before = procfs::load_average();
     // Threads and processes started from here on inherit the driver core and the policy.
     procfs::pin(std::process::id(), options.driver_cpu)?;
@@ -286,7 +301,7 @@ fn gateway(root: &Path, options: &Options, command: String) -> Result<()> {
     let bench = Bench {
         options,
         echelon: &echelon,
-        xtask: &xtask,
+        bench: &bench,
         scratch: scratch.path(),
         ticks: procfs::clock_ticks(),
     };
@@ -355,7 +370,7 @@ fn commit(root: &Path) -> String {
 struct Bench<'a> {
     options: &'a Options,
     echelon: &'a Path,
-    xtask: &'a Path,
+    bench: &'a Path,
     scratch: &'a Path,
     ticks: u64,
 }
@@ -472,9 +487,9 @@ impl Bench<'_> {
         let mut proxy = self.start(
             FLOOR,
             self.options.gateway_cpu,
-            self.xtask,
+            self.bench,
             &[
-                "bench-proxy".into(),
+                "proxy".into(),
                 "--listen".into(),
                 proxy_addr.to_string(),
                 "--upstream".into(),
@@ -653,7 +668,7 @@ fn print_phase(
     );
 }
 
-/// `xtask bench-load --addr ADDR [--connections N] [--seconds S] [--rate R] [--stream] [--model M]`:
+/// `xtask-bench load --addr ADDR [--connections N] [--seconds S] [--rate R] [--stream] [--model M]`:
 /// the load generator alone, against a server started by hand (for profiling it with `perf`).
 pub fn load_main(args: &[String]) -> Result<()> {
     let mut addr = None;
@@ -685,11 +700,11 @@ pub fn load_main(args: &[String]) -> Result<()> {
             "--rate" => phase.rate = Some(rate(flag, value()?)?),
             "--model" => value()?.clone_into(&mut model),
             "--stream" => stream = true,
-            other => bail!("unknown bench-load option `{other}`"),
+            other => bail!("unknown `load` option `{other}`"),
         }
     }
     let workload = Workload {
-        addr: addr.context("bench-load needs --addr ADDR")?,
+        addr: addr.context("`load` needs --addr ADDR")?,
         path: "/v1/chat/completions",
         body: chat_body(&model, stream),
         stream,

@@ -1,4 +1,4 @@
-//! The benchmark's floor: a minimal pass-through HTTP/1.1 proxy on hyper (`xtask bench-proxy`).
+//! The benchmark's floor: a minimal pass-through HTTP/1.1 proxy on hyper (`xtask-bench proxy`).
 //!
 //! It forwards every request, unchanged, to one upstream over pooled keep-alive connections, and
 //! streams the answer back frame by frame. `TCP_NODELAY` is set on both sides. It runs on a
@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 /// The answer body: the upstream's, or empty for a 502 when the upstream could not be reached.
 type ProxyBody = Either<Incoming, Empty<Bytes>>;
 
-/// `xtask bench-proxy --listen ADDR --upstream ADDR`: serves until killed.
+/// `xtask-bench proxy --listen ADDR --upstream ADDR`: serves until killed.
 pub fn main(args: &[String]) -> Result<()> {
     let mut listen = None;
     let mut upstream = None;
