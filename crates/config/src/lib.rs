@@ -24,6 +24,7 @@ mod documented;
 mod env;
 mod files;
 mod gateway;
+pub mod import;
 mod interpolate;
 mod node;
 mod raw;

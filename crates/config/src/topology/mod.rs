@@ -571,7 +571,7 @@ fn strip<'a>(text: &'a str, prefix: &str) -> &'a str {
 
 /// Whether `name` is a valid entry name: letters, digits, `-` and `_` (and `.` for wrappers,
 /// which clients send as a model name such as `gpt-4.1`), starting with a letter or digit.
-fn valid_name(name: &str, allow_dot: bool) -> bool {
+pub(crate) fn valid_name(name: &str, allow_dot: bool) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars

@@ -6,6 +6,7 @@
 pub mod admin_client;
 pub mod config;
 pub mod doctor;
+pub mod import;
 pub mod mock_upstream;
 pub mod route;
 pub mod status;
@@ -26,6 +27,8 @@ Examples:
   echelon demo                          fake upstreams + the gateway + traffic, live (start here)
   echelon serve --config configs        run the gateway on http://127.0.0.1:8080
   echelon config check                  validate the configuration tree
+  echelon config import litellm config.yaml --out configs
+                                        a LiteLLM proxy config as an Echelon tree, with a report
   echelon route explain chat            which upstreams a request for `chat` would try, and why
   echelon status                        a running gateway's pools, breakers and cooldowns
   echelon doctor                        configuration, environment, upstreams and listen address";
@@ -128,6 +131,12 @@ Examples:
         #[arg(long)]
         lenient: bool,
     },
+    /// Convert another gateway's configuration into a commented configs/ tree.
+    Import {
+        /// Which gateway's configuration.
+        #[command(subcommand)]
+        from: ImportCommand,
+    },
     /// Print what the tree resolves to; secrets print as [redacted].
     #[command(after_help = "\
 Examples:
@@ -141,6 +150,21 @@ Examples:
         #[arg(long)]
         resolved: bool,
     },
+}
+
+/// `echelon config import ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A LiteLLM proxy config.yaml: each model_name becomes a wrapper over a task group (one
+    /// echelon per `order`, then its fallbacks), each provider and api_base a provider file.
+    /// Prints what mapped and what did not, with YAML lines; exit 0 when the tree was written,
+    /// 1 when the input is not a LiteLLM config (nothing written).
+    #[command(after_help = "\
+Examples:
+  echelon config import litellm config.yaml --out configs
+  echelon config import litellm litellm/config.yaml --out /etc/echelon --force
+  echelon config check --config configs            then validate it (with its variables set)")]
+    Litellm(import::LitellmArgs),
 }
 
 /// `echelon route ...`.
@@ -217,6 +241,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Show { config, resolved },
         } => Ok(config::show(&config, resolved)),
+        Command::Config {
+            command:
+                ConfigCommand::Import {
+                    from: ImportCommand::Litellm(args),
+                },
+        } => import::litellm(&args),
         Command::Route {
             command:
                 RouteCommand::Explain {

@@ -541,3 +541,147 @@ fn serve_refuses_a_state_backend_it_cannot_provide() {
     );
     assert!(!out.stderr.contains("canary-pw"), "{}", out.stderr);
 }
+
+/// A LiteLLM proxy config from the config crate's fixtures (vendored from LiteLLM's docs).
+fn litellm_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        workspace()
+            .join("crates/config/tests/fixtures/litellm/docs")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn config_import_litellm_writes_a_tree_that_checks_and_routes() {
+    let dir = tree(&[(
+        "config.yaml",
+        &litellm_fixture("fallbacks_retries_cooldowns.yaml"),
+    )]);
+    let import = run_with(echelon().current_dir(dir.path()).args([
+        "config",
+        "import",
+        "litellm",
+        "config.yaml",
+        "--out",
+        "configs",
+    ]));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    insta::assert_snapshot!("config_import_litellm", import.stdout);
+    assert!(
+        dir.path()
+            .join("configs/llms/pools/zephyr-beta.toml")
+            .is_file()
+    );
+
+    let check = run_with(
+        echelon()
+            .current_dir(dir.path())
+            .args(["config", "check", "--config", "configs"]),
+    );
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stdout.contains("configuration OK: 4 providers"),
+        "{}",
+        check.stdout
+    );
+
+    // The three TGI servers of `zephyr-beta`, then its fallback group, as LiteLLM tries them.
+    let explain = run_with(echelon().current_dir(dir.path()).args([
+        "route",
+        "explain",
+        "zephyr-beta",
+        "--config",
+        "configs",
+    ]));
+    assert_eq!(explain.code, 0, "{}", explain.stderr);
+    let out = &explain.stdout;
+    let positions: Vec<usize> = [
+        "huggingface/HuggingFaceH4/zephyr-7b-beta#0",
+        "huggingface-2/HuggingFaceH4/zephyr-7b-beta#0",
+        "huggingface-3/HuggingFaceH4/zephyr-7b-beta#0",
+        "stage 2: zephyr-beta › echelon2",
+        "openai/gpt-3.5-turbo#0",
+    ]
+    .iter()
+    .map(|needle| {
+        out.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing:\n{out}"))
+    })
+    .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert!(out.contains("at most 8 upstream attempts"), "{out}");
+}
+
+#[test]
+fn config_import_litellm_refuses_a_non_empty_folder_without_force() {
+    let dir = tree(&[
+        ("config.yaml", &litellm_fixture("weights.yaml")),
+        ("configs/llms/pools/old.toml", "rotation = \"random\"\n"),
+        ("configs/notes.txt", "mine\n"),
+    ]);
+    let args = [
+        "config",
+        "import",
+        "litellm",
+        "config.yaml",
+        "--out",
+        "configs",
+    ];
+    let refused = run_with(echelon().current_dir(dir.path()).args(args));
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("is not empty") && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty());
+    assert!(
+        !dir.path().join("configs/gateway.toml").exists(),
+        "nothing is written"
+    );
+
+    let forced = run_with(echelon().current_dir(dir.path()).args(args).arg("--force"));
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert!(
+        !dir.path().join("configs/llms/pools/old.toml").exists(),
+        "the old llms/ is replaced"
+    );
+    assert!(
+        dir.path().join("configs/notes.txt").exists(),
+        "other files stay"
+    );
+    assert!(dir.path().join("configs/llms/pools/o1.toml").is_file());
+    let check = run_with(
+        echelon()
+            .current_dir(dir.path())
+            .env("OPENAI_API_KEY", "sk-test")
+            .args(["config", "check", "--config", "configs"]),
+    );
+    assert_eq!(check.code, 0, "{}", check.stdout);
+}
+
+#[test]
+fn config_import_litellm_exits_1_and_writes_nothing_for_what_is_not_a_litellm_config() {
+    let dir = tree(&[
+        ("gateway.toml", "[server]\nlisten = \"127.0.0.1:8080\"\n"),
+        ("other.yaml", "services:\n  web:\n    image: nginx\n"),
+    ]);
+    for (input, expected) in [
+        ("gateway.toml", "not valid YAML"),
+        ("other.yaml", "is not a LiteLLM proxy config"),
+        ("missing.yaml", "cannot read missing.yaml"),
+    ] {
+        let out = run_with(
+            echelon()
+                .current_dir(dir.path())
+                .args(["config", "import", "litellm", input, "--out", "configs"]),
+        );
+        assert_eq!(out.code, 1, "{input}");
+        assert!(out.stderr.contains(expected), "{input}: {}", out.stderr);
+        assert!(
+            !dir.path().join("configs").exists(),
+            "{input}: nothing is written"
+        );
+    }
+}
