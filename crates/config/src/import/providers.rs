@@ -274,9 +274,7 @@ pub(crate) fn resolve(d: &Deployment) -> Result<Endpoint, String> {
     if let Some(Text::Literal(url)) = &d.api_base
         && !is_http_url(url)
     {
-        return Err(format!(
-            "api_base `{url}` is not an http:// or https:// URL"
-        ));
+        return Err(NOT_A_URL.to_owned());
     }
     let base_url = match (&d.api_base, row.base) {
         (Some(Text::Literal(url)), _) => Some(custom_base(row, url)),
@@ -329,6 +327,10 @@ fn custom_base(row: &Row, url: &str) -> String {
     Text::Literal(url).template()
 }
 
+/// Why a literal `api_base` is refused; the value is not shown, as it may hold credentials.
+const NOT_A_URL: &str =
+    "its api_base is not an http:// or https:// URL (not shown: it may hold credentials)";
+
 fn is_http_url(url: &str) -> bool {
     let url = url.trim();
     ["http://", "https://"]
@@ -346,9 +348,7 @@ fn azure(d: &Deployment, deployment: &str) -> Result<Endpoint, String> {
     if let Some(Text::Literal(url)) = &d.api_base
         && !is_http_url(url)
     {
-        return Err(format!(
-            "api_base `{url}` is not an http:// or https:// URL"
-        ));
+        return Err(NOT_A_URL.to_owned());
     }
     let base = match &d.api_base {
         Some(text @ Text::Env(_)) => text.template(),

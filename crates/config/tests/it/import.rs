@@ -461,3 +461,55 @@ fn what_is_not_a_litellm_config_is_refused() {
         "{error:?}"
     );
 }
+
+#[test]
+fn secrets_written_in_the_yaml_are_kept_in_the_tree_and_never_reported() {
+    let yaml = "\
+model_list:
+  - model_name: chat
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: sk-canary-key
+      api_base: not-a-url
+  - model_name: chat
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_key: sk-ant-canary
+router_settings:
+  redis_host: redis.internal
+  redis_password: canary-password
+general_settings:
+  master_key: sk-canary-master
+  database_url: postgresql://user:canary-db@localhost/litellm
+";
+    let import = import::litellm(yaml, "secrets.yaml").unwrap();
+    let report = import
+        .report
+        .render("secrets.yaml", "out", import.files.len());
+    for secret in [
+        "sk-canary-key",
+        "sk-ant-canary",
+        "canary-password",
+        "sk-canary-master",
+        "canary-db",
+    ] {
+        assert!(
+            !report.contains(secret),
+            "{secret} in the report:\n{report}"
+        );
+    }
+    let tree: String = import.files.iter().map(|f| f.text.as_str()).collect();
+    for kept in ["sk-ant-canary", "sk-canary-master"] {
+        assert!(tree.contains(kept), "{kept} is kept in the tree");
+    }
+    for dropped in ["sk-canary-key", "canary-password", "canary-db"] {
+        assert!(!tree.contains(dropped), "{dropped} is not copied");
+    }
+    assert!(
+        report.contains("its api_base is not an http:// or https:// URL"),
+        "{report}"
+    );
+    assert!(!report.contains("not-a-url"), "{report}");
+    let config = load_tree("secrets", &import);
+    assert_eq!(stages(&config, "chat"), [["anthropic/claude-sonnet-4-5#0"]]);
+}
