@@ -108,19 +108,6 @@ pub const DOMAIN_ALLOWLIST: &[(&str, &str)] = &[
     ("quote", "support crate of the derives above"),
     ("syn", "support crate of the derives above"),
     ("unicode-ident", "support crate of the derives above"),
-    (
-        "mockall",
-        "port mocks behind the domain's `test-support` feature",
-    ),
-    ("mockall_derive", "mockall's derive"),
-    ("downcast", "mockall dependency"),
-    ("fragile", "mockall dependency"),
-    ("cfg-if", "mockall dependency"),
-    ("predicates", "mockall dependency"),
-    ("predicates-core", "mockall dependency"),
-    ("predicates-tree", "mockall dependency"),
-    ("termtree", "mockall dependency (through predicates-tree)"),
-    ("anstyle", "mockall dependency (through predicates)"),
 ];
 
 /// Crates the domain must never build on, with the reason and the way out. A name ending in `*`

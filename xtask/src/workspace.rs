@@ -202,8 +202,8 @@ mod tests {
             .collect();
         assert!(names.contains(&"thiserror"), "domain closure: {names:?}");
         assert!(
-            names.contains(&"mockall"),
-            "test-support feature not followed: {names:?}"
+            names.contains(&"serde"),
+            "the serde feature not followed: {names:?}"
         );
     }
 }

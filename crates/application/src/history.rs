@@ -204,7 +204,7 @@ impl EventHistory {
                 };
                 let entry = HistoryEntry::Breaker {
                     at,
-                    scope: scope_label(scope),
+                    scope: scope.to_string(),
                     from: *from,
                     to: *to,
                     open_until: *open_until,
@@ -221,14 +221,6 @@ impl EventSink for EventHistory {
     fn record(&self, event: &Event) {
         self.keep(event);
         self.next.record(event);
-    }
-}
-
-/// `provider/model#k` for an instance, `group › echelon` for an echelon.
-pub fn scope_label(scope: &BreakerScope) -> String {
-    match scope {
-        BreakerScope::Instance(id) => id.to_string(),
-        BreakerScope::Echelon { group, echelon } => format!("{group} › {echelon}"),
     }
 }
 

@@ -91,6 +91,16 @@ pub enum BreakerScope {
     },
 }
 
+impl core::fmt::Display for BreakerScope {
+    /// `provider/model#k` for an instance, `group › echelon` for an echelon (as in stage labels).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Instance(id) => write!(f, "{id}"),
+            Self::Echelon { group, echelon } => write!(f, "{group} › {echelon}"),
+        }
+    }
+}
+
 /// Something that happened while routing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -166,7 +176,6 @@ pub enum Event {
 
 /// The event and metrics sink port. Called synchronously on the request path: implementations
 /// must be cheap and never block.
-#[cfg_attr(feature = "test-support", mockall::automock)]
 pub trait EventSink: Send + Sync {
     /// Takes one event.
     fn record(&self, event: &Event);

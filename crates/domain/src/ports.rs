@@ -1,8 +1,7 @@
 //! Ports: what the domain needs from the outside world, as native async traits over domain types.
 //!
-//! Adapters implement them in `echelon-infrastructure`; tests use the mockall mocks behind the
-//! `test-support` feature. The clock and randomness ports live in [`crate::time`] and
-//! [`crate::random`].
+//! Adapters implement them in `echelon-infrastructure`; tests implement them with small in-process
+//! fakes. The clock and randomness ports live in [`crate::time`] and [`crate::random`].
 
 use core::future::Future;
 use core::pin::Pin;
@@ -34,9 +33,6 @@ pub struct Call<'a> {
 
 /// The chat backend port: sends a request to one instance.
 ///
-/// To mock it, mock [`ChatScript`] (owned arguments, which mockall can record) and wrap the mock
-/// in [`Scripted`].
-///
 /// Implementations do no retries of their own: every attempt is planned and counted by the
 /// caller. Timeouts are also the caller's, so a slow upstream is cut by the same clock that
 /// plans the fallback.
@@ -59,68 +55,6 @@ pub trait ChatBackend: Send + Sync {
         &self,
         instance: &InstanceId,
     ) -> impl Future<Output = Result<(), UpstreamError>> + Send;
-}
-
-/// [`ChatBackend`] with owned arguments, so that a mock can record and match them.
-///
-/// Behind the `test-support` feature, `MockChatScript` is its mockall mock; wrap it in
-/// [`Scripted`] to get a [`ChatBackend`].
-#[cfg_attr(feature = "test-support", mockall::automock)]
-pub trait ChatScript: Send + Sync {
-    /// See [`ChatBackend::complete`].
-    fn complete(
-        &self,
-        instance: InstanceId,
-        upstream_model: String,
-        request: ChatRequest,
-    ) -> impl Future<Output = Result<ChatResponse, UpstreamError>> + Send;
-
-    /// See [`ChatBackend::stream`].
-    fn stream(
-        &self,
-        instance: InstanceId,
-        upstream_model: String,
-        request: ChatRequest,
-    ) -> impl Future<Output = Result<ChunkStream, UpstreamError>> + Send;
-
-    /// See [`ChatBackend::probe`].
-    fn probe(&self, instance: InstanceId)
-    -> impl Future<Output = Result<(), UpstreamError>> + Send;
-}
-
-/// A [`ChatBackend`] that forwards every call to a [`ChatScript`], cloning the arguments.
-#[derive(Debug, Clone, Default)]
-pub struct Scripted<S>(pub S);
-
-impl<S: ChatScript> ChatBackend for Scripted<S> {
-    fn complete(
-        &self,
-        call: Call<'_>,
-    ) -> impl Future<Output = Result<ChatResponse, UpstreamError>> + Send {
-        self.0.complete(
-            call.instance.clone(),
-            call.upstream_model.to_owned(),
-            call.request.clone(),
-        )
-    }
-
-    fn stream(
-        &self,
-        call: Call<'_>,
-    ) -> impl Future<Output = Result<ChunkStream, UpstreamError>> + Send {
-        self.0.stream(
-            call.instance.clone(),
-            call.upstream_model.to_owned(),
-            call.request.clone(),
-        )
-    }
-
-    fn probe(
-        &self,
-        instance: &InstanceId,
-    ) -> impl Future<Output = Result<(), UpstreamError>> + Send {
-        self.0.probe(instance.clone())
-    }
 }
 
 /// The object-safe form of [`ChatBackend`], implemented for every `ChatBackend`, so a composition
@@ -178,9 +112,7 @@ pub struct SharedCountersError {
 /// (3 replicas × 10 rpm must admit 10, not 30). The in-process limiters of
 /// [`crate::limit`] stay the fast path; an adapter (Redis, for instance) implements this port,
 /// and every call it makes has its own timeout and breaker.
-///
-/// Behind the `test-support` feature, `MockSharedCounters` is its mockall mock.
-#[cfg_attr(feature = "test-support", mockall::automock)]
+
 pub trait SharedCounters: Send + Sync {
     /// Adds `amount` to counter `key` in the current fixed window of length `window` and returns
     /// the window's total after the addition.

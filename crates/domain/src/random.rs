@@ -5,9 +5,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// The randomness port: a source of uniformly distributed 64-bit values.
 ///
 /// Strategies and jitter draw from it so that a test can replay exactly the same choices.
-///
-/// Behind the `test-support` feature, `MockRandom` is its mockall mock (only `next_u64` needs an
-/// expectation; `below` and `unit` keep their provided implementations).
 pub trait Random: Send + Sync {
     /// The next uniformly distributed value.
     fn next_u64(&self) -> u64;
@@ -22,16 +19,6 @@ pub trait Random: Send + Sync {
     /// A uniform value in `[0, 1)`.
     fn unit(&self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
-
-#[cfg(feature = "test-support")]
-mockall::mock! {
-    /// A mock of [`Random`]; set expectations on `next_u64`.
-    pub Random {}
-
-    impl Random for Random {
-        fn next_u64(&self) -> u64;
     }
 }
 

@@ -63,9 +63,7 @@ impl serde::Serialize for Instant {
 }
 
 /// The clock port: where the current time comes from.
-///
-/// Behind the `test-support` feature, `MockClock` is its mockall mock.
-#[cfg_attr(feature = "test-support", mockall::automock)]
+
 pub trait Clock: Send + Sync {
     /// The current instant.
     fn now(&self) -> Instant;

@@ -97,27 +97,27 @@ fn clean() -> Workspace {
         vec![
             dep("thiserror"),
             optional("serde"),
-            optional("mockall"),
+            optional("syn"),
             dev_dep("tokio"),
             dev_dep(DOMAIN),
         ],
     );
     domain.features = features(&[
         ("serde", &["dep:serde"]),
-        ("test-support", &["dep:mockall"]),
+        ("parsing", &["dep:syn"]),
     ]);
-    let mut mockall = package(
-        "mockall",
+    let mut syn = package(
+        "syn",
         false,
         vec![Dep {
             default_features: false,
-            ..dep("predicates")
+            ..dep("quote")
         }],
     );
-    mockall.features = features(&[("nightly", &[])]);
-    let mut predicates = package("predicates", false, vec![optional("regex")]);
+    syn.features = features(&[("nightly", &[])]);
+    let mut quote = package("quote", false, vec![optional("regex")]);
     // Some other member switches `regex` on; the domain does not, so it must not count.
-    predicates.features = features(&[("default", &["regex"]), ("regex", &["dep:regex"])]);
+    quote.features = features(&[("default", &["regex"]), ("regex", &["dep:regex"])]);
     let mut workspace = Workspace {
         packages: vec![
             domain,
@@ -157,8 +157,8 @@ fn clean() -> Workspace {
             package("thiserror", false, vec![dep("thiserror-impl")]),
             package("thiserror-impl", false, vec![]),
             package("serde", false, vec![]),
-            mockall,
-            predicates,
+            syn,
+            quote,
             package("regex", false, vec![]),
             package("tokio", false, vec![]),
             package("toml", false, vec![]),
@@ -453,9 +453,9 @@ fn domain_allowlist_enables_every_feature_of_the_domain() {
 
 #[test]
 fn domain_allowlist_follows_features_of_dependencies() {
-    // The domain asks predicates' default features, whose `regex` pulls in an unlisted crate.
+    // The domain asks quote' default features, whose `regex` pulls in an unlisted crate.
     let mut workspace = clean();
-    member_mut(&mut workspace, "mockall").deps[0].default_features = true;
+    member_mut(&mut workspace, "syn").deps[0].default_features = true;
     let violations = fired(check(&workspace), &[DOMAIN_ALLOWLIST_RULE]);
     assert!(violations[0].message.contains("`regex`"));
 
@@ -463,9 +463,9 @@ fn domain_allowlist_follows_features_of_dependencies() {
     let mut workspace = clean();
     member_mut(&mut workspace, DOMAIN)
         .features
-        .insert("fancy".to_owned(), vec!["mockall/regex-please".to_owned()]);
-    member_mut(&mut workspace, "mockall").features =
-        features(&[("regex-please", &["predicates/regex"])]);
+        .insert("fancy".to_owned(), vec!["syn/regex-please".to_owned()]);
+    member_mut(&mut workspace, "syn").features =
+        features(&[("regex-please", &["quote/regex"])]);
     let violations = fired(check(&workspace), &[DOMAIN_ALLOWLIST_RULE]);
     assert!(violations[0].message.contains("`regex`"));
 }

@@ -179,7 +179,11 @@ async fn everything_open_or_dead_answers_503_at_once() {
     };
     // Open for 20 s plus at most a fifth of jitter, 5 s of which have passed.
     assert!(after >= secs(15) && after <= secs(19), "{after:?}");
-    assert_eq!(f.verdict.status(), 503);
+    assert!(
+        matches!(f.verdict, Verdict::Unavailable { .. }),
+        "{:?}",
+        f.verdict
+    );
     assert!(f.attempts.is_empty());
     assert_eq!(
         h.backend.total_calls(),

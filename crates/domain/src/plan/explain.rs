@@ -12,7 +12,7 @@ use crate::routing::{PoolLabel, Route};
 use crate::spec::RotationStrategy;
 use crate::time::Instant;
 
-use super::verdict::VerdictFacts;
+use super::verdict::{Verdict, VerdictFacts};
 
 /// A dry run of a route: every candidate and whether it is in or out, with the reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,11 +137,15 @@ pub(crate) fn explain(route: &Route, now: Instant) -> Explanation {
             targets,
         });
     }
-    // With no attempt made, the facts give 429 (rate limited or saturated) or 503.
+    // With no attempt made, the facts give a 429 (rate limited or saturated) or a 503 verdict.
     let verdict = (!any_in).then(|| {
         let verdict = facts.verdict(0, now);
+        let status = match verdict {
+            Verdict::RateLimited { .. } => 429,
+            _ => 503,
+        };
         ExplainedVerdict {
-            status: verdict.status(),
+            status,
             retry_after: verdict.retry_after(),
         }
     });

@@ -10,7 +10,7 @@ use crate::time::Instant;
 /// Shortest Retry-After a 429 verdict announces.
 pub(crate) const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// How a request ends.
+/// How a request ends. Its HTTP status is the edge's to decide (echelon-interfaces maps it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// An attempt succeeded.
@@ -40,19 +40,6 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The HTTP status that fits (499 for a caller that went away).
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Served => 200,
-            Self::RateLimited { .. } => 429,
-            Self::Unavailable { .. } => 503,
-            Self::Rejected(e) => e.status.unwrap_or(400),
-            Self::Exhausted { .. } => 502,
-            Self::DeadlineExceeded => 504,
-            Self::ClientGone => 499,
-        }
-    }
-
     /// The Retry-After to announce, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -153,33 +140,6 @@ impl VerdictFacts {
         }
         Verdict::Unavailable {
             retry_after: self.other_until.map(|t| t - now),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verdicts_map_to_statuses() {
-        let e = UpstreamError::new(ErrorClass::ContentFilter, "no").with_status(400);
-        let rows = [
-            (Verdict::Served, 200),
-            (
-                Verdict::RateLimited {
-                    retry_after: MIN_RETRY_AFTER,
-                },
-                429,
-            ),
-            (Verdict::Unavailable { retry_after: None }, 503),
-            (Verdict::Rejected(e), 400),
-            (Verdict::Exhausted { last_error: None }, 502),
-            (Verdict::DeadlineExceeded, 504),
-            (Verdict::ClientGone, 499),
-        ];
-        for (verdict, status) in rows {
-            assert_eq!(verdict.status(), status, "{}", verdict.as_str());
         }
     }
 }

@@ -4,7 +4,7 @@
 //! domain reported it (the request's `chat` span, or the `attempt` span of the attempt that
 //! caused it).
 
-use echelon_domain::events::{BreakerScope, Event, EventSink};
+use echelon_domain::events::{Event, EventSink};
 
 /// An [`echelon_domain::events::EventSink`] that emits `tracing` events (target
 /// `echelon::routing`). Skips are at `debug`, everything else at `info` or `warn`.
@@ -20,10 +20,6 @@ impl EventSink for SpanEvents {
                 to,
                 open_until,
             } => {
-                let scope = match scope {
-                    BreakerScope::Instance(id) => id.to_string(),
-                    BreakerScope::Echelon { group, echelon } => format!("group:{group}.{echelon}"),
-                };
                 let open_for = open_until.map(|t| t.elapsed_since_origin());
                 tracing::warn!(target: "echelon::routing", %scope, from = from.as_str(), to = to.as_str(), ?open_for, "breaker transition");
             }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use echelon_domain::breaker::BreakerState;
-use echelon_domain::events::{BreakerScope, Event, EventSink};
+use echelon_domain::events::{Event, EventSink};
 use echelon_domain::health::HealthState;
 
 use super::traffic::Tally;
@@ -100,23 +100,16 @@ impl Default for DemoEvents {
     }
 }
 
-fn scope_name(scope: &BreakerScope) -> String {
-    match scope {
-        BreakerScope::Instance(id) => id.to_string(),
-        BreakerScope::Echelon { group, echelon } => format!("{group} › {echelon}"),
-    }
-}
-
 impl EventSink for DemoEvents {
     fn record(&self, event: &Event) {
         match event {
             Event::Breaker { scope, to, .. } => match to {
                 BreakerState::Open => {
                     self.breaker_trips.fetch_add(1, Ordering::Relaxed);
-                    self.note(format!("breaker of {} opened", scope_name(scope)));
+                    self.note(format!("breaker of {} opened", scope));
                 }
                 BreakerState::Closed => {
-                    self.note(format!("breaker of {} closed again", scope_name(scope)));
+                    self.note(format!("breaker of {} closed again", scope));
                 }
                 BreakerState::HalfOpen => {}
             },
@@ -345,6 +338,7 @@ impl Drop for LiveScreen {
 
 #[cfg(test)]
 mod tests {
+    use echelon_domain::events::BreakerScope;
     use echelon_domain::name::{EchelonName, GroupName, InstanceId, ModelRef};
 
     use super::*;

@@ -360,6 +360,14 @@ mod tests {
             failed(Verdict::Unavailable { retry_after: None }, Vec::new()).status,
             StatusCode::SERVICE_UNAVAILABLE
         );
+        // The one mapping of verdicts to statuses (the domain has none): a content filter's 400
+        // stays 400, a caller that went away is nginx's 499.
+        let filtered = failed(
+            Verdict::Rejected(UpstreamError::new(ErrorClass::ContentFilter, "no").with_status(400)),
+            Vec::new(),
+        );
+        assert_eq!(filtered.status, StatusCode::BAD_REQUEST);
+        assert_eq!(failed(Verdict::ClientGone, Vec::new()).status.as_u16(), 499);
     }
 
     #[test]
