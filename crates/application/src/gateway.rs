@@ -17,7 +17,8 @@ use arc_swap::ArcSwap;
 use echelon_domain::chat::{ChatRequest, ChatResponse};
 use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::plan::{
-    Attempt, AttemptRecord, Explanation, Outcome, Plan, RequestFacts, Step, Verdict,
+    Attempt, AttemptLabel, AttemptRecord, Explanation, Outcome, Plan, RequestFacts, RouteLabel,
+    Step, Verdict,
 };
 use echelon_domain::ports::DynChatBackend;
 use echelon_domain::random::Random;
@@ -64,8 +65,9 @@ impl Default for EngineOptions {
 pub struct Served<T> {
     /// The answer.
     pub value: T,
-    /// `wrapper › group › echelon › instance` of the attempt that answered.
-    pub route: String,
+    /// `wrapper › group › echelon › instance` of the attempt that answered, as parts (its
+    /// `Display` is the human form, [`RouteLabel::to_header`] the header form).
+    pub route: RouteLabel,
     /// The configured name the request resolved to (the wrapper, or `group:NAME`, `pool:NAME`,
     /// `provider/model`): a bounded label for metrics, never the client's raw text.
     pub route_name: Arc<str>,
@@ -503,18 +505,11 @@ pub(crate) fn with_defaults<'a>(
     Cow::Owned(owned)
 }
 
-fn served_label(route: &Route, attempt_label: &str) -> String {
-    match &route.wrapper {
-        Some(wrapper) => {
-            let wrapper = wrapper.as_str();
-            let mut label =
-                String::with_capacity(wrapper.len() + " › ".len() + attempt_label.len());
-            label.push_str(wrapper);
-            label.push_str(" › ");
-            label.push_str(attempt_label);
-            label
-        }
-        None => attempt_label.to_owned(),
+/// How the request was served: the route's wrapper and the attempt that answered.
+fn served_label(route: &Route, attempt: &AttemptLabel) -> RouteLabel {
+    RouteLabel {
+        wrapper: route.wrapper.clone(),
+        attempt: attempt.clone(),
     }
 }
 

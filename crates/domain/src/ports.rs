@@ -112,7 +112,6 @@ pub struct SharedCountersError {
 /// (3 replicas × 10 rpm must admit 10, not 30). The in-process limiters of
 /// [`crate::limit`] stay the fast path; an adapter (Redis, for instance) implements this port,
 /// and every call it makes has its own timeout and breaker.
-
 pub trait SharedCounters: Send + Sync {
     /// Adds `amount` to counter `key` in the current fixed window of length `window` and returns
     /// the window's total after the addition.

@@ -63,7 +63,6 @@ impl serde::Serialize for Instant {
 }
 
 /// The clock port: where the current time comes from.
-
 pub trait Clock: Send + Sync {
     /// The current instant.
     fn now(&self) -> Instant;

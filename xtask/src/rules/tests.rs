@@ -102,10 +102,7 @@ fn clean() -> Workspace {
             dev_dep(DOMAIN),
         ],
     );
-    domain.features = features(&[
-        ("serde", &["dep:serde"]),
-        ("parsing", &["dep:syn"]),
-    ]);
+    domain.features = features(&[("serde", &["dep:serde"]), ("parsing", &["dep:syn"])]);
     let mut syn = package(
         "syn",
         false,
@@ -464,8 +461,7 @@ fn domain_allowlist_follows_features_of_dependencies() {
     member_mut(&mut workspace, DOMAIN)
         .features
         .insert("fancy".to_owned(), vec!["syn/regex-please".to_owned()]);
-    member_mut(&mut workspace, "syn").features =
-        features(&[("regex-please", &["quote/regex"])]);
+    member_mut(&mut workspace, "syn").features = features(&[("regex-please", &["quote/regex"])]);
     let violations = fired(check(&workspace), &[DOMAIN_ALLOWLIST_RULE]);
     assert!(violations[0].message.contains("`regex`"));
 }

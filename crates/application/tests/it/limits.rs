@@ -50,11 +50,19 @@ async fn a_saturated_echelon_or_instance_spills_to_the_next_echelon_at_once() {
         let started = tokio::time::Instant::now();
         let served = h.gateway.complete("group:g", request()).await.unwrap();
         assert_eq!(started.elapsed(), ms(0), "no waiting for a busy echelon");
-        assert!(served.route.contains("echelon2"), "{}", served.route);
+        assert!(
+            served.route.to_string().contains("echelon2"),
+            "{}",
+            served.route
+        );
         assert!(served.attempts.len() == 1, "a skip is not an attempt");
 
         let served = first.await.unwrap().unwrap();
-        assert!(served.route.contains("echelon1"), "{}", served.route);
+        assert!(
+            served.route.to_string().contains("echelon1"),
+            "{}",
+            served.route
+        );
         assert_eq!(h.backend.calls("a/m"), 1);
         h.assert_idle();
     }
@@ -103,7 +111,7 @@ async fn an_echelon_rpm_limit_spills_and_refills() {
     let mut routes = Vec::new();
     for _ in 0..3 {
         let served = h.gateway.complete("group:g", request()).await.unwrap();
-        routes.push(served.route);
+        routes.push(served.route.to_string());
     }
     assert_eq!(
         routes,
@@ -116,7 +124,7 @@ async fn an_echelon_rpm_limit_spills_and_refills() {
     // Two a minute: one request's worth comes back every thirty seconds.
     tokio::time::advance(secs(31)).await;
     let served = h.gateway.complete("group:g", request()).await.unwrap();
-    assert_eq!(served.route, "g › echelon1 › a/m#0");
+    assert_eq!(served.route.to_string(), "g › echelon1 › a/m#0");
     h.assert_idle();
 }
 

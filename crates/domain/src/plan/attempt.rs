@@ -15,6 +15,8 @@ use crate::spec::RequestDefaults;
 use crate::stats::Counters;
 use crate::time::Instant;
 
+use super::label::AttemptLabel;
+
 /// Counts a cancellation when an attempt is dropped without [`super::Plan::record`]; disarmed
 /// by it.
 pub(super) struct CancelOnDrop {
@@ -91,8 +93,8 @@ pub struct Attempt {
     pub echelon: Option<EchelonName>,
     /// The pool (or the model's implicit pool) the instance was picked from.
     pub pool: PoolLabel,
-    /// `group › echelon › instance` (or `pool:NAME › instance`, or the instance alone).
-    pub label: String,
+    /// `group › echelon › instance` (or `pool:NAME › instance`, or the instance alone), as parts.
+    pub label: AttemptLabel,
     /// Timeouts, already clipped to the request's remaining time.
     pub timeouts: AttemptTimeouts,
     /// Request defaults of the echelon.
@@ -148,31 +150,12 @@ pub enum AttemptResult {
 pub struct AttemptRecord {
     /// 1-based number.
     pub number: u32,
-    /// `group › echelon › instance`.
-    pub label: String,
+    /// `group › echelon › instance`, as parts (serialized as that text).
+    pub label: AttemptLabel,
     /// The instance.
     pub instance: InstanceId,
     /// How it ended.
     pub result: AttemptResult,
     /// How long it took, once recorded.
     pub duration: Option<Duration>,
-}
-
-/// `stage › instance`, or the instance alone, written into one allocation of about the right
-/// size (`format!` would start small and grow on every request).
-pub(super) fn attempt_label(stage: Option<&str>, instance: &InstanceId) -> String {
-    use core::fmt::Write as _;
-    let model = &instance.model;
-    let capacity = stage.map_or(0, |s| s.len() + " › ".len())
-        + model.provider.as_str().len()
-        + model.model.as_str().len()
-        + "/#65535".len();
-    let mut label = String::with_capacity(capacity);
-    if let Some(stage) = stage {
-        label.push_str(stage);
-        label.push_str(" › ");
-    }
-    // Writing into a `String` cannot fail.
-    let _ = write!(label, "{instance}");
-    label
 }

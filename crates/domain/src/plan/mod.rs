@@ -31,7 +31,8 @@
 //! - this module: [`Plan`], its stepping ([`Plan::next`]) and the request's facts;
 //! - `select`: stage selection, with the one path that takes an attempt's permits;
 //! - `record`: what an attempt's outcome does to live state and to the plan's course;
-//! - `attempt`: [`Attempt`] and the attempt log; `trace`: skipped candidates;
+//! - `attempt`: [`Attempt`] and the attempt log; `label`: their labels, as parts;
+//!   `trace`: skipped candidates;
 //! - `verdict`: [`Verdict`] and the facts it is decided from; `explain`: the dry run.
 
 use core::time::Duration;
@@ -47,6 +48,7 @@ use crate::time::Instant;
 
 mod attempt;
 mod explain;
+mod label;
 mod record;
 mod select;
 mod trace;
@@ -57,6 +59,7 @@ pub(crate) use explain::explain;
 pub use explain::{
     CandidateExplanation, ExplainedVerdict, Explanation, StageExplanation, TargetExplanation,
 };
+pub use label::{AttemptLabel, RouteLabel, StageName};
 pub use record::backoff;
 pub use trace::Skip;
 pub use verdict::Verdict;

@@ -25,8 +25,8 @@ use crate::random::Random;
 use crate::routing::{AttemptTimeouts, EchelonPermit, InstanceIndex, PoolLabel, PoolPermit};
 use crate::time::Instant;
 
-use super::attempt::attempt_label;
 use super::attempt::{Attempt, AttemptRecord, AttemptResult, CancelOnDrop, Held, Position};
+use super::label::{AttemptLabel, StageName};
 use super::trace::{Passed, TargetSkip};
 use super::{Pending, Plan};
 
@@ -381,9 +381,13 @@ impl Plan {
         if let Some((e, _)) = &echelon {
             e.live.counters.attempt();
         }
-        let label = match (&pool.label, &stage.echelon) {
-            (PoolLabel::Model(_), None) => attempt_label(None, instance.id()),
-            _ => attempt_label(Some(&stage.label), instance.id()),
+        let label = AttemptLabel {
+            stage: match (&stage.echelon, &pool.label) {
+                (Some(e), _) => StageName::Echelon(e.group.clone(), e.spec.name.clone()),
+                (None, PoolLabel::Model(_)) => StageName::Model,
+                (None, PoolLabel::Pool(_)) => StageName::Route(Arc::clone(&stage.label)),
+            },
+            instance: instance.id().clone(),
         };
         let remaining = self.context.deadline - now;
         let total = stage.timeouts.total.min(remaining);

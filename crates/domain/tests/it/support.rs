@@ -260,7 +260,13 @@ impl World {
     ) -> (Verdict, Vec<String>) {
         let mut plan = self.plan(name);
         let v = self.run(&mut plan, outcome);
-        (v, plan.attempts().iter().map(|a| a.label.clone()).collect())
+        (
+            v,
+            plan.attempts()
+                .iter()
+                .map(|a| a.label.to_string())
+                .collect(),
+        )
     }
 }
 

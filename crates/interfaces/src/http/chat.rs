@@ -13,7 +13,7 @@ use echelon_application::gateway::{ServeError, Served};
 use echelon_application::stream::{ResponseStream, StreamEvent};
 use echelon_domain::chat::StreamChunk;
 use echelon_domain::error::ErrorClass;
-use echelon_domain::plan::Verdict;
+use echelon_domain::plan::{RouteLabel, Verdict};
 use echelon_infrastructure::metrics::{Metrics, UNKNOWN_ROUTE};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -217,22 +217,11 @@ async fn serve(
     }
 }
 
-/// `x-echelon-route` and `x-echelon-attempts`. Header values stay ASCII: the `›` separator of
-/// labels is written as `>`.
-fn set_route_headers(response: &mut Response, route: &str, attempts: usize) {
-    let mut ascii = Vec::with_capacity(route.len());
-    for c in route.chars() {
-        let c = if c == '›' { '>' } else { c };
-        if let Ok(byte) = u8::try_from(c)
-            && byte.is_ascii()
-            && !byte.is_ascii_control()
-        {
-            ascii.push(byte);
-        }
-    }
+/// `x-echelon-route` (the route label's header form) and `x-echelon-attempts`.
+fn set_route_headers(response: &mut Response, route: &RouteLabel, attempts: usize) {
     let headers = response.headers_mut();
-    // The bytes move into the header value; `from_str` would copy them once more.
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(ascii)) {
+    // The header form is visible ASCII; the bytes move into the header value.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(route.to_header())) {
         headers.insert("x-echelon-route", value);
     }
     headers.insert("x-echelon-attempts", HeaderValue::from(attempts));
@@ -267,7 +256,7 @@ fn visible(mut chunk: StreamChunk, include_usage: bool) -> Option<StreamChunk> {
 }
 
 /// The SSE response relaying `relay`'s stream; `route` and `attempts` fill the route headers.
-fn stream_response(relay: Relay, route: &str, attempts: usize) -> Response {
+fn stream_response(relay: Relay, route: &RouteLabel, attempts: usize) -> Response {
     let events = futures_util::stream::unfold(relay, |mut relay| async move {
         loop {
             let Phase::Streaming(stream) = &mut relay.phase else {

@@ -280,14 +280,19 @@ impl IntoResponse for ApiError {
 mod tests {
     use echelon_domain::error::{ErrorClass, UpstreamError};
     use echelon_domain::name::{InstanceId, ModelRef};
+    use echelon_domain::plan::{AttemptLabel, StageName};
 
     use super::*;
 
     fn record(number: u32, result: AttemptResult) -> AttemptRecord {
+        let instance = InstanceId::new(ModelRef::new("openai", "gpt"), 0);
         AttemptRecord {
             number,
-            label: format!("g › echelon{number} › openai/gpt#0"),
-            instance: InstanceId::new(ModelRef::new("openai", "gpt"), 0),
+            label: AttemptLabel {
+                stage: StageName::Echelon("g".into(), format!("echelon{number}").as_str().into()),
+                instance: instance.clone(),
+            },
+            instance,
             result,
             duration: None,
         }
