@@ -70,15 +70,4 @@ impl Backends {
     pub fn get(&self, provider: &ProviderName) -> Option<&Arc<dyn DynChatBackend>> {
         self.by_provider.get(provider).map(|(_, backend)| backend)
     }
-
-    /// Whether `provider` is served by the very same backend object in both sets.
-    pub fn shares_backend(&self, other: &Self, provider: &ProviderName) -> bool {
-        match (
-            self.by_provider.get(provider),
-            other.by_provider.get(provider),
-        ) {
-            (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
 }

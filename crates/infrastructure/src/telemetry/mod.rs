@@ -247,15 +247,6 @@ pub fn init(options: &TelemetryOptions) -> Result<Telemetry, TelemetryError> {
     })
 }
 
-/// The trace id of the span an event belongs to, as 32 hex digits.
-pub fn current_trace_id() -> Option<String> {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let context = tracing::Span::current().context();
-    let span = context.span();
-    let id = span.span_context();
-    id.is_valid().then(|| id.trace_id().to_string())
-}
-
 /// Where [`WithTraceId`] reads trace ids from: a layer that keeps a handle on the subscriber it
 /// is part of. (Inside an event, `tracing`'s current dispatcher is not reachable, so the handle
 /// is taken when the subscriber is built.)
@@ -332,6 +323,16 @@ mod tests {
     use opentelemetry_sdk::trace::InMemorySpanExporter;
 
     use super::*;
+
+    /// The trace id of the current span, read through the OpenTelemetry span extension: the
+    /// independent reading the log lines' ids are checked against.
+    fn current_trace_id() -> Option<String> {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = tracing::Span::current().context();
+        let span = context.span();
+        let id = span.span_context();
+        id.is_valid().then(|| id.trace_id().to_string())
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
