@@ -63,6 +63,8 @@ pub const DOMAIN: &str = "echelon-domain";
 
 /// The fault-injecting fake upstream: a test and demo tool, not a layer of the gateway.
 pub const FAKE_UPSTREAM: &str = "echelon-fake-upstream";
+/// Hand-made topologies shared by the crates' tests and benches.
+pub const TEST_SUPPORT: &str = "echelon-test-support";
 
 /// Which workspace crates each workspace crate may depend on (DESIGN.md §1). A crate missing
 /// from this table is itself a violation, so a new crate gets a conscious place in the layering.
@@ -73,6 +75,8 @@ pub const CRATE_EDGES: &[(&str, &[&str])] = &[
     ("echelon-infrastructure", &[DOMAIN, "echelon-application"]),
     // It speaks the providers' wire formats, so it builds on the adapters that define them.
     (FAKE_UPSTREAM, &[DOMAIN, "echelon-infrastructure"]),
+    // Spec values only: the domain's tests use it too, so it builds on nothing else.
+    (TEST_SUPPORT, &[DOMAIN]),
     (
         "echelon-interfaces",
         &[
@@ -91,7 +95,11 @@ pub const CRATE_EDGES: &[(&str, &[&str])] = &[
 
 /// Workspace crates a crate may take as dev-dependencies only, on top of its [`CRATE_EDGES`]:
 /// test tools its tests run against, which its library never sees.
-pub const CRATE_DEV_EDGES: &[(&str, &[&str])] = &[("echelon-infrastructure", &[FAKE_UPSTREAM])];
+pub const CRATE_DEV_EDGES: &[(&str, &[&str])] = &[
+    (DOMAIN, &[TEST_SUPPORT]),
+    ("echelon-application", &[TEST_SUPPORT]),
+    ("echelon-infrastructure", &[FAKE_UPSTREAM, TEST_SUPPORT]),
+];
 
 /// Every crate `echelon-domain` may build on, with all its features enabled, and why.
 ///
@@ -238,7 +246,7 @@ pub fn crate_edges(workspace: &Workspace) -> Vec<Violation> {
             } else {
                 allowed.join(", ")
             };
-            if !dev_allowed.is_empty() {
+            if dep.kind == DepKind::Dev && !dev_allowed.is_empty() {
                 may.push_str(&format!(
                     " (and, as a dev-dependency, {})",
                     dev_allowed.join(", ")

@@ -7,38 +7,15 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-use echelon_domain::instance::{InstancePolicy, InstanceState, SharedInstance};
-use echelon_domain::name::{InstanceId, ModelRef};
 use echelon_domain::plan::{Outcome, RequestFacts, Step};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::rotation::Rotation;
 use echelon_domain::routing::{RoutingTable, TableOptions};
-use echelon_domain::secret::Secret;
 use echelon_domain::spec::{
-    BreakerPolicy, Cost, EchelonSpec, EchelonTarget, FallbackStrategy, GroupFallback,
-    HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
-    PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
-    RotationStrategy, TaskGroupSpec, Topology,
+    EchelonSpec, FallbackStrategy, Limits, ModelSpec, RotationStrategy, Topology,
 };
 use echelon_domain::time::Instant;
-
-fn members(n: usize) -> Vec<SharedInstance> {
-    (0..n)
-        .map(|i| {
-            Arc::new(InstanceState::new(
-                InstanceSpec {
-                    id: InstanceId::new(ModelRef::new("p", "m"), i as u16),
-                    upstream_name: "m".into(),
-                    weight: 1,
-                    limits: Limits::default(),
-                    context_window: None,
-                },
-                InstancePolicy::default(),
-                Instant::ZERO,
-            ))
-        })
-        .collect()
-}
+use echelon_test_support::{self as spec, members};
 
 fn selection(c: &mut Criterion) {
     let now = Instant::from_elapsed(Duration::from_secs(1));
@@ -65,84 +42,40 @@ fn topology() -> Topology {
     let mut t = Topology::default();
     for tier in 1..=3 {
         let provider = format!("p{tier}");
-        t.providers.insert(
-            provider.as_str().into(),
-            ProviderSpec {
-                name: provider.as_str().into(),
-                kind: ProviderKind::Mock,
-                base_url: "http://127.0.0.1".into(),
-                api_keys: (0..3).map(|k| Secret::new(format!("k{k}"))).collect(),
-                headers: Vec::new(),
-                connect_timeout: Duration::from_secs(1),
-                request_timeout: Duration::from_secs(30),
-                mock: None,
+        t.providers
+            .insert(provider.as_str().into(), spec::provider(&provider, 3));
+        let model = ModelSpec {
+            limits: Limits {
+                rpm: Some(1_000_000),
+                tpm: None,
+                max_concurrency: Some(64),
             },
-        );
-        let model = ModelRef::new(provider.as_str(), "m");
-        t.models.insert(
-            model.clone(),
-            ModelSpec {
-                model: model.clone(),
-                upstream_name: "m".into(),
-                context_window: Some(32_000),
-                limits: Limits {
-                    rpm: Some(1_000_000),
-                    tpm: None,
-                    max_concurrency: Some(64),
-                },
-                cost: Cost::default(),
-            },
-        );
+            ..spec::model(&format!("{provider}/m"), "m", Some(32_000))
+        };
+        let name = model.model.clone();
+        t.models.insert(name.clone(), model);
+        let instances = t.instances_of_model(&name);
         let pool = format!("pool{tier}");
         t.pools.insert(
             pool.as_str().into(),
-            PoolSpec {
-                name: pool.as_str().into(),
-                rotation: RotationStrategy::WeightedRoundRobin,
-                instances: t.instances_of_model(&model),
-                health: HealthPolicy::default(),
-                health_check: HealthCheckSpec::default(),
-                breaker: BreakerPolicy::default(),
-                fallback: PoolFallback {
-                    strategy: PoolFallbackStrategy::InstanceRotation,
-                    max_instance_attempts: 3,
-                    fallback_pools: Vec::new(),
-                },
-                limits: Limits::default(),
-                rate_algorithm: RateAlgorithm::TokenBucket,
-            },
+            spec::pool(&pool, RotationStrategy::WeightedRoundRobin, instances),
         );
     }
     let echelons = (1..=3)
         .map(|tier| EchelonSpec {
-            name: format!("echelon{tier}").as_str().into(),
-            priority: tier,
-            targets: vec![EchelonTarget::Pool(format!("pool{tier}").as_str().into())],
             concurrency_limit: Some(1_000),
             rpm_limit: Some(1_000_000),
-            timeout: Duration::from_secs(30),
-            first_token_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(10),
             max_retries: 1,
-            retry_after_max_wait: Duration::from_secs(5),
-            defaults: RequestDefaults::default(),
+            ..spec::echelon(
+                &format!("echelon{tier}"),
+                tier,
+                &[&format!("pool:pool{tier}")],
+            )
         })
         .collect();
-    t.task_groups.insert(
-        "g".into(),
-        TaskGroupSpec {
-            name: "g".into(),
-            fallback_strategy: FallbackStrategy::EchelonDown,
-            breaker: BreakerPolicy::default(),
-            fallback: GroupFallback {
-                fallback_groups: Vec::new(),
-                max_attempts: 6,
-                retry_delay: Duration::from_millis(100),
-                deadline: Duration::from_secs(60),
-            },
-            echelons,
-        },
-    );
+    let mut group = spec::group("g", FallbackStrategy::EchelonDown, echelons);
+    group.fallback.max_attempts = 6;
+    t.task_groups.insert("g".into(), group);
     t
 }
 

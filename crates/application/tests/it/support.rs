@@ -19,13 +19,11 @@ use echelon_domain::plan::AttemptResult;
 use echelon_domain::ports::{Call, ChatBackend, ChunkStream, DynChatBackend};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::{InstanceSnapshot, TableOptions, TableSnapshot};
-use echelon_domain::secret::Secret;
 use echelon_domain::spec::{
-    BreakerPolicy, Cost, EchelonSpec, EchelonTarget, FallbackStrategy, GroupFallback,
-    HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
-    PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
-    RotationStrategy, TaskGroupSpec, Topology,
+    EchelonSpec, FallbackStrategy, PoolSpec, ProviderSpec, RotationStrategy, TaskGroupSpec,
+    Topology,
 };
+use echelon_test_support::{self as spec, snapshot};
 use futures_util::StreamExt as _;
 
 pub fn ms(n: u64) -> Duration {
@@ -54,37 +52,17 @@ impl Builder {
 
     /// A provider with `keys` keys.
     pub fn provider(mut self, name: &str, keys: usize) -> Self {
-        self.topology.providers.insert(
-            name.into(),
-            ProviderSpec {
-                name: name.into(),
-                kind: ProviderKind::Mock,
-                base_url: format!("http://127.0.0.1:9/{name}"),
-                api_keys: (0..keys)
-                    .map(|i| Secret::new(format!("sk-{name}-{i}")))
-                    .collect(),
-                headers: Vec::new(),
-                connect_timeout: secs(1),
-                request_timeout: secs(600),
-                mock: None,
-            },
-        );
+        self.topology
+            .providers
+            .insert(name.into(), spec::provider(name, keys));
         self
     }
 
     /// A model with the given context window.
     pub fn model(mut self, model: &str, context_window: Option<u32>) -> Self {
-        let r = ModelRef::parse(model).unwrap();
-        self.topology.models.insert(
-            r.clone(),
-            ModelSpec {
-                upstream_name: format!("{}-up", r.model),
-                model: r,
-                context_window,
-                limits: Limits::default(),
-                cost: Cost::default(),
-            },
-        );
+        let upstream = format!("{}-up", ModelRef::parse(model).unwrap().model);
+        let spec = spec::model(model, &upstream, context_window);
+        self.topology.models.insert(spec.model.clone(), spec);
         self
     }
 
@@ -93,35 +71,12 @@ impl Builder {
         let instances = members
             .iter()
             .map(|(model, key)| {
-                let r = ModelRef::parse(model).unwrap();
-                let spec = self.topology.models[&r].clone();
-                InstanceSpec {
-                    id: InstanceId::new(r, *key),
-                    upstream_name: spec.upstream_name,
-                    weight: 1,
-                    limits: spec.limits,
-                    context_window: spec.context_window,
-                }
+                let model = &self.topology.models[&ModelRef::parse(model).unwrap()];
+                spec::instance(model, *key, 1)
             })
             .collect();
-        self.topology.pools.insert(
-            name.into(),
-            PoolSpec {
-                name: name.into(),
-                rotation: RotationStrategy::RoundRobin,
-                instances,
-                health: HealthPolicy::default(),
-                health_check: HealthCheckSpec::default(),
-                breaker: BreakerPolicy::default(),
-                fallback: PoolFallback {
-                    strategy: PoolFallbackStrategy::InstanceRotation,
-                    max_instance_attempts: 3,
-                    fallback_pools: Vec::new(),
-                },
-                limits: Limits::default(),
-                rate_algorithm: RateAlgorithm::TokenBucket,
-            },
-        );
+        let pool = spec::pool(name, RotationStrategy::RoundRobin, instances);
+        self.topology.pools.insert(name.into(), pool);
         self
     }
 
@@ -131,29 +86,8 @@ impl Builder {
 
     /// A task group `name` whose echelons (`echelon1`, `echelon2`, …) list these targets.
     pub fn group(mut self, name: &str, echelons: &[&[&str]]) -> Self {
-        let echelons = echelons
-            .iter()
-            .enumerate()
-            .map(|(i, targets)| {
-                let n = u32::try_from(i).unwrap() + 1;
-                echelon(&format!("echelon{n}"), n, targets)
-            })
-            .collect();
-        self.topology.task_groups.insert(
-            name.into(),
-            TaskGroupSpec {
-                name: name.into(),
-                fallback_strategy: FallbackStrategy::EchelonDown,
-                breaker: BreakerPolicy::default(),
-                fallback: GroupFallback {
-                    fallback_groups: Vec::new(),
-                    max_attempts: 10,
-                    retry_delay: ms(100),
-                    deadline: secs(60),
-                },
-                echelons,
-            },
-        );
+        let group = spec::group(name, FallbackStrategy::EchelonDown, spec::ladder(echelons));
+        self.topology.task_groups.insert(name.into(), group);
         self
     }
 
@@ -171,28 +105,6 @@ impl Builder {
 
     pub fn build(self) -> Topology {
         self.topology
-    }
-}
-
-pub fn echelon(name: &str, priority: u32, targets: &[&str]) -> EchelonSpec {
-    EchelonSpec {
-        name: name.into(),
-        priority,
-        targets: targets
-            .iter()
-            .map(|t| match t.strip_prefix("pool:") {
-                Some(p) => EchelonTarget::Pool(p.into()),
-                None => EchelonTarget::Model(ModelRef::parse(t).unwrap()),
-            })
-            .collect(),
-        concurrency_limit: None,
-        rpm_limit: None,
-        timeout: secs(30),
-        first_token_timeout: secs(10),
-        idle_timeout: secs(10),
-        max_retries: 0,
-        retry_after_max_wait: secs(5),
-        defaults: RequestDefaults::default(),
     }
 }
 
@@ -511,7 +423,7 @@ impl Harness {
 
     /// One instance's state now.
     pub fn instance(&self, id: &str) -> InstanceSnapshot {
-        instance(&self.gateway.snapshot(), id)
+        snapshot::instance_in(&self.gateway.snapshot(), id)
     }
 
     /// Asserts that nothing holds a permit: no instance or echelon has a request in flight and
@@ -522,35 +434,9 @@ impl Harness {
     }
 }
 
-/// One instance's state in a snapshot, wherever it is listed.
-pub fn instance(snapshot: &TableSnapshot, id: &str) -> InstanceSnapshot {
-    snapshot
-        .pools
-        .iter()
-        .chain(&snapshot.models)
-        .flat_map(|p| &p.members)
-        .map(|m| &m.instance)
-        .find(|i| i.id.to_string() == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no instance {id} in the snapshot"))
-}
-
 /// Asserts that no instance or echelon of a snapshot has a request in flight.
 pub fn assert_idle(snapshot: &TableSnapshot) {
-    for pool in snapshot.pools.iter().chain(&snapshot.models) {
-        for m in &pool.members {
-            assert_eq!(m.instance.in_flight, 0, "{} still in flight", m.instance.id);
-        }
-    }
-    for group in &snapshot.groups {
-        for e in &group.echelons {
-            assert_eq!(
-                e.in_flight, 0,
-                "{} › {} still in flight",
-                group.name, e.name
-            );
-        }
-    }
+    snapshot::assert_idle(snapshot, "after the request");
 }
 
 /// The failure of a request that was expected to fail.

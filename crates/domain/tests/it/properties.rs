@@ -4,7 +4,6 @@
 //! over 10,000 picks) are reproducible rather than flaky.
 
 use core::time::Duration;
-use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -12,16 +11,17 @@ use proptest::test_runner::{Config, RngSeed};
 use echelon_domain::breaker::{BreakerPermit, CircuitBreaker};
 use echelon_domain::error::ErrorClass;
 use echelon_domain::events::NoopSink;
-use echelon_domain::instance::{InstancePolicy, InstanceState, SharedInstance};
+use echelon_domain::instance::SharedInstance;
 use echelon_domain::limit::{LimitKind, RateLimiter};
-use echelon_domain::name::{InstanceId, ModelRef};
 use echelon_domain::plan::{Outcome, Step};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::rotation::Rotation;
 use echelon_domain::spec::{
-    BreakerPolicy, FallbackStrategy, InstanceSpec, Limits, RateAlgorithm, RotationStrategy,
+    BreakerPolicy, FallbackStrategy, Limits, RateAlgorithm, RotationStrategy,
 };
 use echelon_domain::time::Instant;
+
+use echelon_test_support::members;
 
 use crate::support::{Builder, fail, ok};
 
@@ -32,24 +32,6 @@ fn config(cases: u32) -> Config {
         failure_persistence: None,
         ..Config::default()
     }
-}
-
-fn members(n: usize) -> Vec<SharedInstance> {
-    (0..n)
-        .map(|i| {
-            Arc::new(InstanceState::new(
-                InstanceSpec {
-                    id: InstanceId::new(ModelRef::new("p", "m"), i as u16),
-                    upstream_name: "m".into(),
-                    weight: 1,
-                    limits: Limits::default(),
-                    context_window: None,
-                },
-                InstancePolicy::default(),
-                Instant::ZERO,
-            ))
-        })
-        .collect()
 }
 
 fn shares_hold(

@@ -6,18 +6,16 @@ use std::sync::Arc;
 use echelon_domain::chat::Usage;
 use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::events::MemorySink;
-use echelon_domain::name::{EchelonName, GroupName, InstanceId, ModelRef, PoolName};
+use echelon_domain::name::{EchelonName, GroupName, ModelRef};
 use echelon_domain::plan::{Attempt, Outcome, Plan, RequestFacts, Step, Verdict};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::{Route, RoutingTable, TableOptions};
-use echelon_domain::secret::Secret;
 use echelon_domain::spec::{
-    BreakerPolicy, Cost, EchelonSpec, EchelonTarget, FallbackStrategy, GroupFallback, GroupRef,
-    HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
-    PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
-    RotationStrategy, TaskGroupSpec, Topology,
+    FallbackStrategy, GroupRef, Limits, ModelSpec, PoolSpec, RotationStrategy, TaskGroupSpec,
+    Topology,
 };
 use echelon_domain::time::{Clock, Instant, ManualClock};
+use echelon_test_support as spec;
 
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -36,41 +34,24 @@ impl Builder {
 
     /// A provider with `keys` keys.
     pub fn provider(mut self, name: &str, keys: usize) -> Self {
-        self.topology.providers.insert(
-            name.into(),
-            ProviderSpec {
-                name: name.into(),
-                kind: ProviderKind::Mock,
-                base_url: format!("http://127.0.0.1/{name}"),
-                api_keys: (0..keys)
-                    .map(|i| Secret::new(format!("sk-{name}-{i}")))
-                    .collect(),
-                headers: Vec::new(),
-                connect_timeout: secs(1),
-                request_timeout: secs(30),
-                mock: None,
-            },
-        );
+        self.topology
+            .providers
+            .insert(name.into(), spec::provider(name, keys));
         self
     }
 
-    /// A model `provider/model` with a context window and limits.
+    /// A model `provider/model` (upstream `model-upstream`) with a context window and limits.
     pub fn model(mut self, model: &str, context_window: Option<u32>, limits: Limits) -> Self {
-        let r = ModelRef::parse(model).unwrap();
-        self.topology.models.insert(
-            r.clone(),
-            ModelSpec {
-                upstream_name: format!("{}-upstream", r.model),
-                model: r,
-                context_window,
-                limits,
-                cost: Cost::default(),
-            },
-        );
+        let upstream = format!("{}-upstream", ModelRef::parse(model).unwrap().model);
+        let spec = ModelSpec {
+            limits,
+            ..spec::model(model, &upstream, context_window)
+        };
+        self.topology.models.insert(spec.model.clone(), spec);
         self
     }
 
-    /// A pool of `(model, key, weight)` members.
+    /// A pool of `(model, key, weight)` members; a model not added before has upstream `x`.
     pub fn pool(
         mut self,
         name: &str,
@@ -80,37 +61,16 @@ impl Builder {
         let instances = members
             .iter()
             .map(|(model, key, weight)| {
-                let r = ModelRef::parse(model).unwrap();
-                let spec = self.topology.models.get(&r).cloned();
-                InstanceSpec {
-                    id: InstanceId::new(r, *key),
-                    upstream_name: spec
-                        .as_ref()
-                        .map_or_else(|| "x".into(), |s| s.upstream_name.clone()),
-                    weight: *weight,
-                    limits: spec.as_ref().map(|s| s.limits).unwrap_or_default(),
-                    context_window: spec.and_then(|s| s.context_window),
-                }
+                let known = self.topology.models.get(&ModelRef::parse(model).unwrap());
+                let model = known
+                    .cloned()
+                    .unwrap_or_else(|| spec::model(model, "x", None));
+                spec::instance(&model, *key, *weight)
             })
             .collect();
-        self.topology.pools.insert(
-            name.into(),
-            PoolSpec {
-                name: name.into(),
-                rotation,
-                instances,
-                health: HealthPolicy::default(),
-                health_check: HealthCheckSpec::default(),
-                breaker: BreakerPolicy::default(),
-                fallback: PoolFallback {
-                    strategy: PoolFallbackStrategy::InstanceRotation,
-                    max_instance_attempts: 3,
-                    fallback_pools: Vec::new(),
-                },
-                limits: Limits::default(),
-                rate_algorithm: RateAlgorithm::TokenBucket,
-            },
-        );
+        self.topology
+            .pools
+            .insert(name.into(), spec::pool(name, rotation, instances));
         self
     }
 
@@ -120,26 +80,8 @@ impl Builder {
 
     /// A task group whose echelons list targets (`provider/model` or `pool:NAME`), by priority.
     pub fn group(mut self, name: &str, strategy: FallbackStrategy, echelons: &[&[&str]]) -> Self {
-        let echelons = echelons
-            .iter()
-            .enumerate()
-            .map(|(i, targets)| echelon(&format!("echelon{}", i + 1), i as u32 + 1, targets))
-            .collect();
-        self.topology.task_groups.insert(
-            name.into(),
-            TaskGroupSpec {
-                name: name.into(),
-                fallback_strategy: strategy,
-                breaker: BreakerPolicy::default(),
-                fallback: GroupFallback {
-                    fallback_groups: Vec::new(),
-                    max_attempts: 10,
-                    retry_delay: Duration::from_millis(100),
-                    deadline: secs(60),
-                },
-                echelons,
-            },
-        );
+        let group = spec::group(name, strategy, spec::ladder(echelons));
+        self.topology.task_groups.insert(name.into(), group);
         self
     }
 
@@ -166,28 +108,6 @@ impl Builder {
 
     pub fn build(self) -> World {
         World::new(self.topology)
-    }
-}
-
-pub fn echelon(name: &str, priority: u32, targets: &[&str]) -> EchelonSpec {
-    EchelonSpec {
-        name: name.into(),
-        priority,
-        targets: targets
-            .iter()
-            .map(|t| match t.strip_prefix("pool:") {
-                Some(p) => EchelonTarget::Pool(PoolName::new(p)),
-                None => EchelonTarget::Model(ModelRef::parse(t).unwrap()),
-            })
-            .collect(),
-        concurrency_limit: None,
-        rpm_limit: None,
-        timeout: secs(30),
-        first_token_timeout: secs(10),
-        idle_timeout: secs(10),
-        max_retries: 0,
-        retry_after_max_wait: secs(5),
-        defaults: RequestDefaults::default(),
     }
 }
 

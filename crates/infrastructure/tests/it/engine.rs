@@ -15,20 +15,20 @@ use echelon_domain::breaker::BreakerState;
 use echelon_domain::chat::{ChatRequest, Message, Role};
 use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::events::{BreakerScope, Event, EventSink, MemorySink};
-use echelon_domain::name::{InstanceId, ModelRef};
+use echelon_domain::name::ModelRef;
 use echelon_domain::plan::{AttemptRecord, AttemptResult, Verdict};
 use echelon_domain::ports::DynChatBackend;
 use echelon_domain::random::SplitMix64;
-use echelon_domain::routing::{InstanceSnapshot, TableOptions, TableSnapshot};
+use echelon_domain::routing::TableOptions;
 use echelon_domain::secret::Secret;
 use echelon_domain::spec::{
-    BreakerPolicy, Cost, EchelonSpec, EchelonTarget, FallbackStrategy, GroupFallback,
-    HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
-    PoolFallbackStrategy, PoolSpec, ProviderKind, ProviderSpec, RateAlgorithm, RequestDefaults,
-    RotationStrategy, TaskGroupSpec, Topology,
+    BreakerPolicy, EchelonSpec, FallbackStrategy, GroupFallback, PoolSpec, ProviderKind,
+    ProviderSpec, RotationStrategy, Topology,
 };
 use echelon_fake_upstream::{FakeUpstream, FakeUpstreamOptions};
 use echelon_infrastructure::backend_factory::ProviderBackends;
+use echelon_test_support as spec;
+use echelon_test_support::snapshot::{self, instance_in as instance};
 use futures_util::StreamExt as _;
 
 use crate::support::CANARY;
@@ -81,35 +81,21 @@ struct Tree {
 impl Tree {
     /// A provider with `keys` keys, all of them the canary.
     fn provider(mut self, name: &str, keys: usize) -> Self {
-        self.topology.providers.insert(
-            name.into(),
-            ProviderSpec {
-                name: name.into(),
-                kind: ProviderKind::Openai,
-                base_url: self.base_url.clone(),
-                api_keys: (0..keys).map(|_| Secret::new(CANARY)).collect(),
-                headers: Vec::new(),
-                connect_timeout: Duration::from_secs(1),
-                request_timeout: Duration::from_secs(5),
-                mock: None,
-            },
-        );
+        let provider = ProviderSpec {
+            kind: ProviderKind::Openai,
+            base_url: self.base_url.clone(),
+            api_keys: (0..keys).map(|_| Secret::new(CANARY)).collect(),
+            request_timeout: Duration::from_secs(5),
+            ..spec::provider(name, keys)
+        };
+        self.topology.providers.insert(name.into(), provider);
         self
     }
 
     /// `provider/model`, known upstream as `upstream` (which names the fake's faults).
     fn model(mut self, model: &str, upstream: &str, context_window: Option<u32>) -> Self {
-        let r = ModelRef::parse(model).unwrap();
-        self.topology.models.insert(
-            r.clone(),
-            ModelSpec {
-                model: r,
-                upstream_name: upstream.to_owned(),
-                context_window,
-                limits: Limits::default(),
-                cost: Cost::default(),
-            },
-        );
+        let model = spec::model(model, upstream, context_window);
+        self.topology.models.insert(model.model.clone(), model);
         self
     }
 
@@ -117,36 +103,10 @@ impl Tree {
     fn pool(mut self, name: &str, models: &[&str]) -> Self {
         let instances = models
             .iter()
-            .map(|m| {
-                let r = ModelRef::parse(m).unwrap();
-                let spec = &self.topology.models[&r];
-                InstanceSpec {
-                    id: InstanceId::new(r.clone(), 0),
-                    upstream_name: spec.upstream_name.clone(),
-                    weight: 1,
-                    limits: Limits::default(),
-                    context_window: spec.context_window,
-                }
-            })
+            .map(|m| spec::instance(&self.topology.models[&ModelRef::parse(m).unwrap()], 0, 1))
             .collect();
-        self.topology.pools.insert(
-            name.into(),
-            PoolSpec {
-                name: name.into(),
-                rotation: RotationStrategy::RoundRobin,
-                instances,
-                health: HealthPolicy::default(),
-                health_check: HealthCheckSpec::default(),
-                breaker: BreakerPolicy::default(),
-                fallback: PoolFallback {
-                    strategy: PoolFallbackStrategy::InstanceRotation,
-                    max_instance_attempts: 3,
-                    fallback_pools: Vec::new(),
-                },
-                limits: Limits::default(),
-                rate_algorithm: RateAlgorithm::TokenBucket,
-            },
-        );
+        let pool = spec::pool(name, RotationStrategy::RoundRobin, instances);
+        self.topology.pools.insert(name.into(), pool);
         self
     }
 
@@ -158,47 +118,25 @@ impl Tree {
     /// JSON attempt, 300 ms to the first token and between chunks, one retry of server errors,
     /// Retry-After waited up to one second, five seconds a request.
     fn group(mut self, name: &str, echelons: &[&[&str]]) -> Self {
-        let echelons = echelons
-            .iter()
-            .enumerate()
-            .map(|(i, targets)| {
-                let n = u32::try_from(i).unwrap() + 1;
-                EchelonSpec {
-                    name: format!("echelon{n}").as_str().into(),
-                    priority: n,
-                    targets: targets
-                        .iter()
-                        .map(|t| match t.strip_prefix("pool:") {
-                            Some(p) => EchelonTarget::Pool(p.into()),
-                            None => EchelonTarget::Model(ModelRef::parse(t).unwrap()),
-                        })
-                        .collect(),
-                    concurrency_limit: None,
-                    rpm_limit: None,
-                    timeout: ms(400),
-                    first_token_timeout: ms(300),
-                    idle_timeout: ms(300),
-                    max_retries: 1,
-                    retry_after_max_wait: Duration::from_secs(1),
-                    defaults: RequestDefaults::default(),
-                }
+        let echelons = spec::ladder(echelons)
+            .into_iter()
+            .map(|echelon| EchelonSpec {
+                timeout: ms(400),
+                first_token_timeout: ms(300),
+                idle_timeout: ms(300),
+                max_retries: 1,
+                retry_after_max_wait: Duration::from_secs(1),
+                ..echelon
             })
             .collect();
-        self.topology.task_groups.insert(
-            name.into(),
-            TaskGroupSpec {
-                name: name.into(),
-                fallback_strategy: FallbackStrategy::EchelonDown,
-                breaker: BreakerPolicy::default(),
-                fallback: GroupFallback {
-                    fallback_groups: Vec::new(),
-                    max_attempts: 6,
-                    retry_delay: ms(10),
-                    deadline: Duration::from_secs(5),
-                },
-                echelons,
-            },
-        );
+        let mut group = spec::group(name, FallbackStrategy::EchelonDown, echelons);
+        group.fallback = GroupFallback {
+            max_attempts: 6,
+            retry_delay: ms(10),
+            deadline: Duration::from_secs(5),
+            ..group.fallback
+        };
+        self.topology.task_groups.insert(name.into(), group);
         self
     }
 
@@ -306,35 +244,9 @@ fn gateway(
     .unwrap()
 }
 
-fn instance(snapshot: &TableSnapshot, id: &str) -> InstanceSnapshot {
-    snapshot
-        .pools
-        .iter()
-        .chain(&snapshot.models)
-        .flat_map(|p| &p.members)
-        .map(|m| &m.instance)
-        .find(|i| i.id.to_string() == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no instance {id}"))
-}
-
 /// Asserts that no instance or echelon holds a permit.
 fn assert_idle(gateway: &Gateway, context: &str) {
-    let snapshot = gateway.snapshot();
-    for pool in snapshot.pools.iter().chain(&snapshot.models) {
-        for m in &pool.members {
-            assert_eq!(
-                m.instance.in_flight, 0,
-                "{context}: {} still in flight",
-                m.instance.id
-            );
-        }
-    }
-    for group in &snapshot.groups {
-        for e in &group.echelons {
-            assert_eq!(e.in_flight, 0, "{context}: {} still in flight", e.name);
-        }
-    }
+    snapshot::assert_idle(&gateway.snapshot(), context);
 }
 
 fn failure<T: std::fmt::Debug>(result: Result<T, ServeError>) -> FailedRequest {

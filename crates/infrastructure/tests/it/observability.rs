@@ -20,13 +20,11 @@ use echelon_application::history::{EventHistory, FanOut, HistoryEntry};
 use echelon_domain::chat::{ChatRequest, Message, Role};
 use echelon_domain::events::EventSink;
 use echelon_domain::health::HealthState;
-use echelon_domain::name::{InstanceId, ModelRef, PoolName, ProviderName};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::{RouteDefaults, TableOptions};
 use echelon_domain::secret::Secret;
 use echelon_domain::spec::{
-    BreakerPolicy, HealthCheckSpec, HealthPolicy, InstanceSpec, Limits, ModelSpec, PoolFallback,
-    PoolFallbackStrategy, PoolSpec, ProbeKind, ProviderKind, ProviderSpec, RateAlgorithm,
+    HealthCheckSpec, HealthPolicy, Limits, ModelSpec, ProbeKind, ProviderKind, ProviderSpec,
     RotationStrategy, Topology,
 };
 use echelon_domain::time::{Clock, Instant};
@@ -35,6 +33,7 @@ use echelon_infrastructure::backend_factory::ProviderBackends;
 use echelon_infrastructure::metrics::{LiveView, Metrics, MetricsOptions, UNKNOWN_ROUTE};
 use echelon_infrastructure::telemetry::{ExportOptions, SpanEvents, tracer_provider};
 use echelon_infrastructure::webhook::{WebhookNotifier, WebhookOptions};
+use echelon_test_support as spec;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use opentelemetry::trace::{Status, TracerProvider as _};
@@ -48,66 +47,34 @@ use crate::support::CANARY;
 const SECOND_KEY: &str = "sk-second-key-0b1d2e3f4a5c";
 
 fn topology(base_url: &str, upstream_model: &str, check: HealthCheckSpec) -> Topology {
-    let provider = ProviderName::new("acme");
-    let model = ModelRef::new("acme", "model");
     let mut t = Topology::default();
-    t.providers.insert(
-        provider.clone(),
-        ProviderSpec {
-            name: provider,
-            kind: ProviderKind::Openai,
-            base_url: base_url.to_owned(),
-            api_keys: vec![Secret::new(CANARY), Secret::new(SECOND_KEY)],
-            headers: Vec::new(),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-            mock: None,
+    let provider = ProviderSpec {
+        kind: ProviderKind::Openai,
+        base_url: base_url.to_owned(),
+        api_keys: vec![Secret::new(CANARY), Secret::new(SECOND_KEY)],
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        ..spec::provider("acme", 2)
+    };
+    t.providers.insert(provider.name.clone(), provider);
+    let model = ModelSpec {
+        limits: Limits {
+            max_concurrency: Some(4),
+            ..Limits::default()
         },
-    );
-    t.models.insert(
-        model.clone(),
-        ModelSpec {
-            model: model.clone(),
-            upstream_name: upstream_model.to_owned(),
-            context_window: None,
-            limits: Limits::default(),
-            cost: Default::default(),
-        },
-    );
-    let instances = (0..2)
-        .map(|k| InstanceSpec {
-            id: InstanceId::new(model.clone(), k),
-            upstream_name: upstream_model.to_owned(),
-            weight: 1,
-            limits: Limits {
-                max_concurrency: Some(4),
-                ..Limits::default()
-            },
-            context_window: None,
-        })
-        .collect();
-    t.pools.insert(
-        PoolName::new("main"),
-        PoolSpec {
-            name: PoolName::new("main"),
-            rotation: RotationStrategy::RoundRobin,
-            instances,
-            health: HealthPolicy {
-                failure_threshold: 2,
-                success_threshold: 1,
-                recovery_time: Duration::from_millis(50),
-            },
-            health_check: check,
-            breaker: BreakerPolicy::default(),
-            fallback: PoolFallback {
-                strategy: PoolFallbackStrategy::InstanceRotation,
-                max_instance_attempts: 2,
-                fallback_pools: Vec::new(),
-            },
-            limits: Limits::default(),
-            rate_algorithm: RateAlgorithm::TokenBucket,
-        },
-    );
+        ..spec::model("acme/model", upstream_model, None)
+    };
+    let instances = (0..2).map(|k| spec::instance(&model, k, 1)).collect();
+    t.models.insert(model.model.clone(), model);
+    let mut pool = spec::pool("main", RotationStrategy::RoundRobin, instances);
+    pool.health = HealthPolicy {
+        failure_threshold: 2,
+        success_threshold: 1,
+        recovery_time: Duration::from_millis(50),
+    };
+    pool.health_check = check;
+    pool.fallback.max_instance_attempts = 2;
+    t.pools.insert(pool.name.clone(), pool);
     t
 }
 
