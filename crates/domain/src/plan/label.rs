@@ -15,34 +15,33 @@ const HUMAN: &str = " › ";
 /// The separator of the ASCII form (HTTP header values).
 const ASCII: &str = " > ";
 
-/// The stage part of an attempt's label.
+/// The stage part of an attempt's label; built once per stage with the routing table and
+/// shared by every attempt in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageName {
     /// An echelon of a task group: `group › echelon`.
     Echelon(GroupName, EchelonName),
     /// A route without an echelon, by its label (`pool:NAME`).
     Route(Arc<str>),
-    /// A direct model route: the instance says it all.
-    Model,
 }
 
 /// Where an attempt went: its stage and its instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptLabel {
-    /// The stage.
-    pub stage: StageName,
+    /// The stage; `None` on a direct model route, where the instance says it all.
+    pub stage: Option<Arc<StageName>>,
     /// The instance.
     pub instance: InstanceId,
 }
 
 impl AttemptLabel {
     fn write(&self, f: &mut dyn fmt::Write, separator: &str) -> fmt::Result {
-        match &self.stage {
-            StageName::Echelon(group, echelon) => {
+        match self.stage.as_deref() {
+            Some(StageName::Echelon(group, echelon)) => {
                 write!(f, "{group}{separator}{echelon}{separator}")?;
             }
-            StageName::Route(label) => write!(f, "{label}{separator}")?,
-            StageName::Model => {}
+            Some(StageName::Route(label)) => write!(f, "{label}{separator}")?,
+            None => {}
         }
         write!(f, "{}", self.instance)
     }
@@ -121,26 +120,26 @@ mod tests {
         let rows = [
             (
                 Some("chat"),
-                StageName::Echelon("g".into(), "echelon2".into()),
+                Some(StageName::Echelon("g".into(), "echelon2".into())),
                 "chat › g › echelon2 › openai/gpt-4o#1",
                 "chat > g > echelon2 > openai/gpt-4o#1",
             ),
             (
                 None,
-                StageName::Route(Arc::from("pool:fast")),
+                Some(StageName::Route(Arc::from("pool:fast"))),
                 "pool:fast › openai/gpt-4o#1",
                 "pool:fast > openai/gpt-4o#1",
             ),
             (
                 Some("direct"),
-                StageName::Model,
+                None,
                 "direct › openai/gpt-4o#1",
                 "direct > openai/gpt-4o#1",
             ),
         ];
         for (wrapper, stage, human, header) in rows {
             let attempt = AttemptLabel {
-                stage,
+                stage: stage.map(Arc::new),
                 instance: instance(),
             };
             let route = RouteLabel {
@@ -158,7 +157,7 @@ mod tests {
         let route = RouteLabel {
             wrapper: Some(WrapperName::new("chät\u{7}")),
             attempt: AttemptLabel {
-                stage: StageName::Model,
+                stage: None,
                 instance: instance(),
             },
         };

@@ -22,11 +22,11 @@ use crate::events::SkipReason;
 use crate::instance::{InstanceState, Unavailable};
 use crate::name::ProviderName;
 use crate::random::Random;
-use crate::routing::{AttemptTimeouts, EchelonPermit, InstanceIndex, PoolLabel, PoolPermit};
+use crate::routing::{AttemptTimeouts, EchelonPermit, InstanceIndex, PoolPermit};
 use crate::time::Instant;
 
 use super::attempt::{Attempt, AttemptRecord, AttemptResult, CancelOnDrop, Held, Position};
-use super::label::{AttemptLabel, StageName};
+use super::label::AttemptLabel;
 use super::trace::{Passed, TargetSkip};
 use super::{Pending, Plan};
 
@@ -382,11 +382,7 @@ impl Plan {
             e.live.counters.attempt();
         }
         let label = AttemptLabel {
-            stage: match (&stage.echelon, &pool.label) {
-                (Some(e), _) => StageName::Echelon(e.group.clone(), e.spec.name.clone()),
-                (None, PoolLabel::Model(_)) => StageName::Model,
-                (None, PoolLabel::Pool(_)) => StageName::Route(Arc::clone(&stage.label)),
-            },
+            stage: stage.name.clone(),
             instance: instance.id().clone(),
         };
         let remaining = self.context.deadline - now;

@@ -6,6 +6,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use crate::name::{EchelonName, GroupName, ModelRef, PoolName, WrapperName};
+use crate::plan::StageName;
 use crate::spec::RequestDefaults;
 use crate::stats::Counters;
 
@@ -28,6 +29,8 @@ pub struct AttemptTimeouts {
 pub(crate) struct Stage {
     /// `group › echelon`, `pool:NAME` or `provider/model`.
     pub(crate) label: Arc<str>,
+    /// The stage part of its attempts' labels; `None` for a direct model route.
+    pub(crate) name: Option<Arc<StageName>>,
     pub(crate) group: Option<GroupName>,
     pub(crate) group_counters: Option<Arc<Counters>>,
     pub(crate) echelon: Option<Arc<EchelonRuntime>>,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::name::{EchelonName, GroupName, ModelRef, PoolName};
+use crate::plan::StageName;
 use crate::spec::{EchelonTarget, FallbackStrategy, PoolFallbackStrategy, RequestDefaults};
 
 use super::RoutingTable;
@@ -44,7 +45,9 @@ impl RoutingTable {
         for name in self.pools.keys() {
             let mut cycles = Vec::new();
             let targets = self.expand_pool(name, &mut BTreeSet::new(), &mut cycles);
-            let stage = self.plain_stage(Arc::from(format!("pool:{name}")), targets);
+            let label: Arc<str> = Arc::from(format!("pool:{name}"));
+            let stage_name = Arc::new(StageName::Route(Arc::clone(&label)));
+            let stage = self.plain_stage(label, Some(stage_name), targets);
             routes.pools.insert(
                 name.clone(),
                 Arc::new(RoutePlan {
@@ -55,7 +58,8 @@ impl RoutingTable {
             );
         }
         for (model, pool) in &self.models {
-            let stage = self.plain_stage(Arc::from(model.to_string()), vec![Arc::clone(pool)]);
+            let stage =
+                self.plain_stage(Arc::from(model.to_string()), None, vec![Arc::clone(pool)]);
             routes.models.insert(
                 model.clone(),
                 Arc::new(RoutePlan {
@@ -68,11 +72,18 @@ impl RoutingTable {
         routes
     }
 
-    /// The one stage of a route without an echelon (`pool:NAME`, `provider/model`).
-    fn plain_stage(&self, label: Arc<str>, targets: Vec<Arc<PoolRuntime>>) -> Stage {
+    /// The one stage of a route without an echelon (`pool:NAME`; `provider/model` has no
+    /// `name`: its attempts are labelled by their instance alone).
+    fn plain_stage(
+        &self,
+        label: Arc<str>,
+        name: Option<Arc<StageName>>,
+        targets: Vec<Arc<PoolRuntime>>,
+    ) -> Stage {
         let d = self.topology.route_defaults;
         Stage {
             label,
+            name,
             group: None,
             group_counters: None,
             echelon: None,
@@ -148,6 +159,10 @@ impl RoutingTable {
         let model_rotate = group.spec.fallback_strategy == FallbackStrategy::ModelRotate;
         Stage {
             label: Arc::from(format!("{} › {}", group.spec.name, e.name)),
+            name: Some(Arc::new(StageName::Echelon(
+                group.spec.name.clone(),
+                e.name.clone(),
+            ))),
             group: Some(group.spec.name.clone()),
             group_counters: Some(Arc::clone(&group.counters)),
             echelon: Some(Arc::clone(echelon)),

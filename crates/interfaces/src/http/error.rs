@@ -280,6 +280,8 @@ impl IntoResponse for ApiError {
 mod tests {
     use echelon_domain::error::{ErrorClass, UpstreamError};
     use echelon_domain::name::{InstanceId, ModelRef};
+    use std::sync::Arc;
+
     use echelon_domain::plan::{AttemptLabel, StageName};
 
     use super::*;
@@ -289,7 +291,10 @@ mod tests {
         AttemptRecord {
             number,
             label: AttemptLabel {
-                stage: StageName::Echelon("g".into(), format!("echelon{number}").as_str().into()),
+                stage: Some(Arc::new(StageName::Echelon(
+                    "g".into(),
+                    format!("echelon{number}").as_str().into(),
+                ))),
                 instance: instance.clone(),
             },
             instance,
