@@ -24,7 +24,7 @@ use echelon_domain::ports::DynChatBackend;
 use echelon_domain::random::Random;
 use echelon_domain::routing::{ResolveError, Route, RoutingTable, TableOptions, TableSnapshot};
 use echelon_domain::spec::Topology;
-use echelon_domain::time::Clock;
+use echelon_domain::time::{Clock, DurationText};
 use tracing::Instrument;
 
 use crate::backends::{BackendError, BackendFactory, Backends};
@@ -465,17 +465,9 @@ pub(crate) fn timeout_outcome(
     Outcome::Failure {
         error: UpstreamError::new(
             ErrorClass::Timeout,
-            format!("{what} within {}", humanize(timer)),
+            format!("{what} within {}", DurationText(timer)),
         ),
         latency,
-    }
-}
-
-pub(crate) fn humanize(d: Duration) -> String {
-    if d.as_secs() >= 1 && d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 

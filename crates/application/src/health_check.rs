@@ -35,10 +35,9 @@ use echelon_domain::spec::{HealthCheckSpec, ProbeKind};
 use echelon_domain::time::{Clock, Instant};
 use futures_util::StreamExt as _;
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
+use crate::task::BackgroundTask;
 
 /// What one probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -348,59 +347,6 @@ async fn probe(
         Ok(Ok(())) => ProbeResult::Ok,
         Ok(Err(error)) => ProbeResult::from_error(error.class),
         Err(_) => ProbeResult::TimedOut,
-    }
-}
-
-/// A background task with a shutdown handle. Dropping the handle stops the task at its next
-/// await point; [`BackgroundTask::shutdown`] stops it and waits for it to end.
-#[derive(Debug)]
-pub struct BackgroundTask {
-    name: &'static str,
-    stop: watch::Sender<bool>,
-    join: Option<JoinHandle<()>>,
-}
-
-impl BackgroundTask {
-    /// Spawns `body` on the current tokio runtime; `body` receives a receiver that changes when
-    /// the task is asked to stop.
-    pub fn spawn<F, Fut>(name: &'static str, body: F) -> Self
-    where
-        F: FnOnce(watch::Receiver<bool>) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let (stop, stopped) = watch::channel(false);
-        let join = tokio::spawn(body(stopped));
-        tracing::debug!(task = name, "background task started");
-        Self {
-            name,
-            stop,
-            join: Some(join),
-        }
-    }
-
-    /// Whether the task has ended.
-    pub fn is_finished(&self) -> bool {
-        self.join.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-
-    /// Asks the task to stop and waits until it has.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(join) = self.join.take()
-            && let Err(error) = join.await
-            && error.is_panic()
-        {
-            tracing::error!(task = self.name, "background task panicked");
-        }
-    }
-}
-
-impl Drop for BackgroundTask {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(join) = self.join.take() {
-            join.abort();
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! A bounded recent history of fallbacks and breaker transitions with their reasons, kept by an
-//! [`EventSink`] decorator for `GET /admin/status`, plus a fan-out sink that feeds several sinks.
+//! [`EventSink`] decorator for `GET /admin/status`.
 //!
 //! The domain reports a fallback as "left echelon A for stage B" and a breaker transition as
 //! "closed → open"; neither event says why. The history pieces the reason together from the
@@ -236,34 +236,6 @@ fn breaker_reason(from: BreakerState, to: BreakerState, last: Option<ErrorClass>
     }
 }
 
-/// An [`EventSink`] that passes every event to each of its sinks, in order.
-pub struct FanOut {
-    sinks: Vec<Arc<dyn EventSink>>,
-}
-
-impl std::fmt::Debug for FanOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanOut")
-            .field("sinks", &self.sinks.len())
-            .finish()
-    }
-}
-
-impl FanOut {
-    /// A sink feeding `sinks`.
-    pub fn new(sinks: Vec<Arc<dyn EventSink>>) -> Self {
-        Self { sinks }
-    }
-}
-
-impl EventSink for FanOut {
-    fn record(&self, event: &Event) {
-        for sink in &self.sinks {
-            sink.record(event);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -398,15 +370,5 @@ mod tests {
         let latest = history.latest(3);
         assert_eq!(latest.len(), 3);
         assert!(latest[0].at() > latest[1].at());
-    }
-
-    #[test]
-    fn fan_out_feeds_every_sink() {
-        let a = Arc::new(MemorySink::new());
-        let b = Arc::new(MemorySink::new());
-        let fan = FanOut::new(vec![a.clone(), b.clone()]);
-        fan.record(&Event::KeyDead { instance: id(0) });
-        assert_eq!(a.take().len(), 1);
-        assert_eq!(b.take().len(), 1);
     }
 }

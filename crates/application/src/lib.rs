@@ -13,3 +13,4 @@ pub mod gateway;
 pub mod health_check;
 pub mod history;
 pub mod stream;
+pub mod task;

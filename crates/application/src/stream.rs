@@ -14,14 +14,13 @@ use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::plan::{Attempt, AttemptRecord, Outcome, Plan};
 use echelon_domain::ports::{ChunkStream, DynChatBackend};
 use echelon_domain::random::Random;
-use echelon_domain::time::{Clock, Instant};
+use echelon_domain::time::{Clock, DurationText, Instant};
 use futures_util::{Stream, StreamExt};
 use tracing::Instrument;
 
 use crate::clock::TokioClock;
 use crate::gateway::{
-    Generation, attempt_span, context_overflow, humanize, record_answer, record_outcome,
-    timeout_outcome,
+    Generation, attempt_span, context_overflow, record_answer, record_outcome, timeout_outcome,
 };
 
 /// What the first phase of a streaming attempt produced: the open upstream stream and the chunks
@@ -307,7 +306,8 @@ impl Stream for ResponseStream {
                     if tokio::time::Instant::now() >= this.total_deadline {
                         return Poll::Ready(Some(this.finish_out_of_time()));
                     }
-                    let message = format!("stream stalled: no chunk for {}", humanize(this.idle));
+                    let message =
+                        format!("stream stalled: no chunk for {}", DurationText(this.idle));
                     let error = UpstreamError::new(ErrorClass::Timeout, message);
                     Poll::Ready(Some(this.finish_failure(error)))
                 }

@@ -42,11 +42,13 @@ use echelon_domain::spec::Topology;
 pub use diagnostic::{ConfigReport, Diagnostic, DiagnosticKind, Location, Severity};
 pub use env::{Env, ProcessEnv};
 pub use gateway::{
-    AlertCondition, AlertKind, AlertLevel, AlertRule, AlertSettings, AuthSettings, Combine,
-    Comparison, GatewaySettings, LogFormat, ServerSettings, StateBackend, TelemetrySettings,
+    AlertCondition, AlertKind, AlertLevel, AlertMetric, AlertRule, AlertRules, AlertSettings,
+    AuthSettings, Combine, Comparison, GatewaySettings, LogFormat, ServerSettings, StateBackend,
+    TelemetrySettings,
 };
 pub use registry::{REGISTRY_VERSION, RegistrySettings, ValidationMode};
 pub use render::render_resolved;
+pub use value::parse_duration;
 pub use watch::{Reload, WatchError, WatchHandle, watch};
 
 use crate::de::from_node;

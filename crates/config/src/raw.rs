@@ -342,7 +342,7 @@ pub(crate) struct RawAlertRule {
     pub here: Here,
     pub name: Option<Val<String>>,
     pub kind: Option<Val<crate::gateway::AlertKind>>,
-    pub metric: Option<Val<String>>,
+    pub metric: Option<Val<crate::gateway::AlertMetric>>,
     pub target: Option<Val<String>>,
     pub op: Option<Val<crate::gateway::Comparison>>,
     pub value: Option<Val<f64>>,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::LoadedConfig;
-use crate::value::format_duration;
+use echelon_domain::time::DurationText;
 
 #[derive(Serialize)]
 struct Resolved<'a> {
@@ -34,7 +34,7 @@ fn humanize_durations(value: &mut Value) {
     match value {
         Value::Object(map) => {
             if let Some(duration) = as_duration(map) {
-                *value = Value::String(format_duration(duration));
+                *value = Value::String(DurationText(duration).to_string());
                 return;
             }
             for v in map.values_mut() {

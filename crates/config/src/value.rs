@@ -353,7 +353,7 @@ impl FromVal for Duration {
     }
 
     fn show(&self) -> String {
-        format_duration(*self)
+        echelon_domain::time::DurationText(*self).to_string()
     }
 }
 
@@ -384,9 +384,19 @@ impl FromVal for ByteSize {
 const DURATION_HELP: &str =
     "write a number and a unit (ms, s, m, h, d), e.g. \"250ms\", \"30s\", \"5m\" or \"1h30m\"";
 
-/// Parses `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h30m"`, `"2d"`, or `"0"`; the error is a help
-/// text.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Longest duration accepted: ten years is far beyond any sensible timeout.
+const MAX_DURATION_NANOS: u128 = 10 * 365 * 86_400 * 1_000_000_000;
+
+/// Parses `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h30m"`, `"2d"`, `"12.5us"` or `"0"`: the one
+/// duration parser, for configuration files, the command line and the admin API's durations
+/// (which [`DurationText`](echelon_domain::time::DurationText) writes). Decimal fractions are
+/// read exactly, so whatever `DurationText` writes reads back to the same value. The error is a
+/// help text.
+///
+/// # Errors
+/// When the text is not a number with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `min`, `h`,
+/// `d`), or is longer than ten years.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
@@ -394,11 +404,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!("add a unit, e.g. \"{text}s\" or \"{text}ms\""));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
+    if text.is_empty() {
         return Err(DURATION_HELP.to_owned());
     }
+    let mut total: u128 = 0;
+    let mut rest = text;
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -408,56 +418,56 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_len);
-        let nanos_per_unit: f64 = match unit.trim() {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" | "min" => 60e9,
-            "h" => 3600e9,
-            "d" => 86_400e9,
+        let nanos_per_unit: u128 = match unit.trim() {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" | "min" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
             _ => return Err(DURATION_HELP.to_owned()),
         };
-        let value: f64 = number.parse().map_err(|_| DURATION_HELP.to_owned())?;
-        let nanos = value * nanos_per_unit;
-        // Ten years is far beyond any sensible timeout and keeps the arithmetic exact enough.
-        if !nanos.is_finite() || nanos > 3.2e17 {
+        let nanos =
+            decimal_times(number, nanos_per_unit).ok_or_else(|| DURATION_HELP.to_owned())?;
+        total = total.saturating_add(nanos);
+        if total > MAX_DURATION_NANOS {
             return Err("the duration is too long".to_owned());
         }
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "checked finite, non-negative and bounded above"
-        )]
-        let nanos = nanos.round() as u64;
-        total += Duration::from_nanos(nanos);
         rest = after;
     }
-    Ok(total)
+    let nanos = u64::try_from(total).map_err(|_| "the duration is too long".to_owned())?;
+    Ok(Duration::from_nanos(nanos))
 }
 
-/// Renders a duration the way it is written in the tree: `250ms`, `30s`, `5m`, `1h30m`.
-pub(crate) fn format_duration(duration: Duration) -> String {
-    if duration.is_zero() {
-        return "0s".to_owned();
+/// `number × unit` for a decimal `number` (`12`, `1.5`, `.25`), exactly, rounded half up to a
+/// whole nanosecond; `None` when it is not a decimal number or is far too large.
+fn decimal_times(number: &str, unit: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty())
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+        || whole.len() > 24
+    {
+        return None;
     }
-    let nanos = duration.as_nanos();
-    if !nanos.is_multiple_of(1_000_000) {
-        return format!("{}us", nanos / 1_000);
-    }
-    let millis = nanos / 1_000_000;
-    if !millis.is_multiple_of(1000) {
-        return format!("{millis}ms");
-    }
-    let mut secs = millis / 1000;
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400u128), ("h", 3600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
-        }
-    }
-    out
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    // Digits past the 18th are below a nanosecond of any unit.
+    let fraction = &fraction[..fraction.len().min(18)];
+    let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+    let fraction: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
+    };
+    let part = (fraction * unit + scale / 2) / scale;
+    whole.checked_mul(unit)?.checked_add(part)
 }
 
 const SIZE_HELP: &str =
@@ -596,8 +606,27 @@ mod tests {
 
     #[test]
     fn durations_render_as_written() {
-        for text in ["250ms", "30s", "5m", "1h30m", "2d", "0s", "1m5s"] {
-            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        use echelon_domain::time::DurationText;
+        for text in [
+            "250ms", "30s", "5m", "1h30m", "2d", "0s", "1m5s", "1.5s", "12.5us", "7ns",
+        ] {
+            assert_eq!(
+                DurationText(parse_duration(text).unwrap()).to_string(),
+                text
+            );
+        }
+        assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0.0000000014s"), Ok(Duration::from_nanos(1)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn what_duration_text_writes_reads_back_exactly(nanos in 0u64..=315_360_000_000_000_000) {
+            let duration = Duration::from_nanos(nanos);
+            let text = echelon_domain::time::DurationText(duration).to_string();
+            proptest::prop_assert_eq!(parse_duration(&text), Ok(duration), "{}", text);
+            let approx = echelon_domain::time::DurationText::approx(duration);
+            proptest::prop_assert_eq!(parse_duration(&approx.to_string()), Ok(approx.0));
         }
     }
 

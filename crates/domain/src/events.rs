@@ -189,6 +189,34 @@ impl EventSink for NoopSink {
     fn record(&self, _event: &Event) {}
 }
 
+/// A sink that passes every event to each of its sinks, in order (metrics, spans, a history).
+pub struct FanOut {
+    sinks: Vec<std::sync::Arc<dyn EventSink>>,
+}
+
+impl core::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl FanOut {
+    /// A sink feeding `sinks`.
+    pub fn new(sinks: Vec<std::sync::Arc<dyn EventSink>>) -> Self {
+        Self { sinks }
+    }
+}
+
+impl EventSink for FanOut {
+    fn record(&self, event: &Event) {
+        for sink in &self.sinks {
+            sink.record(event);
+        }
+    }
+}
+
 /// A sink that keeps every event in memory; for tests, examples and `route explain`.
 #[derive(Debug, Default)]
 pub struct MemorySink {
@@ -218,5 +246,24 @@ impl EventSink for MemorySink {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(event.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::name::ModelRef;
+
+    #[test]
+    fn fan_out_feeds_every_sink_in_order() {
+        let a = Arc::new(MemorySink::new());
+        let b = Arc::new(MemorySink::new());
+        let fan = FanOut::new(vec![a.clone(), b.clone()]);
+        let instance = InstanceId::new(ModelRef::new("openai", "gpt-4o"), 0);
+        fan.record(&Event::KeyDead { instance });
+        assert_eq!(a.take().len(), 1);
+        assert_eq!(b.take().len(), 1);
     }
 }

@@ -22,8 +22,8 @@ use core::time::Duration;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use echelon_application::alerts::{AlertNotice, AlertNotifier, AlertStatus};
-use echelon_application::health_check::BackgroundTask;
+use echelon_application::alerts::{AlertNotice, AlertNotifier};
+use echelon_application::task::BackgroundTask;
 use echelon_domain::secret::Secret;
 use tokio::sync::mpsc;
 
@@ -163,15 +163,11 @@ pub fn body(notice: &AlertNotice) -> Vec<u8> {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let status = match notice.status {
-        AlertStatus::Firing => "firing",
-        AlertStatus::Resolved => "resolved",
-    };
     let value = serde_json::json!({
         "source": "echelon",
         "rule": notice.rule,
         "level": notice.level.as_str(),
-        "status": status,
+        "status": notice.status.as_str(),
         "target": notice.target,
         "value": notice.value,
         "summary": notice.summary,

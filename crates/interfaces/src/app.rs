@@ -17,12 +17,13 @@ use echelon_application::alerts::{
 use echelon_application::backends::BackendFactory;
 use echelon_application::clock::TokioClock;
 use echelon_application::gateway::{EngineOptions, Gateway};
-use echelon_application::health_check::{BackgroundTask, HealthCheckOptions, HealthChecker};
-use echelon_application::history::{DEFAULT_HISTORY, EventHistory, FanOut};
+use echelon_application::health_check::{HealthCheckOptions, HealthChecker};
+use echelon_application::history::{DEFAULT_HISTORY, EventHistory};
+use echelon_application::task::BackgroundTask;
 use echelon_config::{
     ConfigReport, GatewaySettings, LoadedConfig, ProcessEnv, Reload, StateBackend,
 };
-use echelon_domain::events::EventSink;
+use echelon_domain::events::{EventSink, FanOut};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::TableOptions;
 use echelon_infrastructure::backend_factory::ProviderBackends;
@@ -327,8 +328,7 @@ impl Background {
 /// runtime, and makes them visible to the admin API.
 ///
 /// # Errors
-/// An alert rule the engine refuses (an unknown metric, a composite rule naming a missing rule)
-/// or a webhook client that cannot be built.
+/// When the webhook client cannot be built.
 pub fn start_background(
     components: &Components,
     settings: &GatewaySettings,
@@ -353,18 +353,11 @@ pub fn start_background(
         notifiers.push(Arc::new(webhook));
         tasks.push(task);
     }
-    let engine = Arc::new(
-        AlertEngine::new(
-            &settings.alerts.rules,
-            Arc::new(Notifiers(notifiers)),
-            AlertEngineOptions::default(),
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "gateway.toml [[alerts.rules]]: {e}; docs/monitoring.md lists the metrics rules can watch"
-            )
-        })?,
-    );
+    let engine = Arc::new(AlertEngine::new(
+        &settings.alerts.rules,
+        Arc::new(Notifiers(notifiers)),
+        AlertEngineOptions::default(),
+    ));
     let sources: Vec<Arc<dyn ReadingSource>> = vec![
         Arc::new(SnapshotReadings::new(Arc::clone(&components.gateway))),
         Arc::clone(&components.metrics) as Arc<dyn ReadingSource>,

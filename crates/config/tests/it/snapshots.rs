@@ -310,6 +310,18 @@ fn alert_rules() {
 }
 
 #[test]
+fn misspelled_alert_metric() {
+    // The metric set is closed: `config check` refuses what the alert engine could not read.
+    insta::assert_snapshot!(refused(
+        &[(
+            "gateway.toml",
+            "[[alerts.rules]]\nname = \"errors\"\nkind = \"threshold\"\nmetric = \"upstream_eror_rate\"\nop = \">\"\nvalue = 0.2\n\n[[alerts.rules]]\nname = \"never\"\nkind = \"trend\"\nmetric = \"requests\"\nop = \">\"\nvalue = nan\n\n[[alerts.rules]]\nname = \"latency\"\nkind = \"threshold\"\nmetric = \"latency\"\nop = \">\"\nvalue = 2\n",
+        )],
+        &[]
+    ));
+}
+
+#[test]
 fn registry_problems() {
     insta::assert_snapshot!(refused(
         &[(

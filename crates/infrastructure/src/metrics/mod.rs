@@ -26,8 +26,8 @@ use core::time::Duration;
 use std::sync::{Arc, OnceLock};
 
 use echelon_application::alerts::{
-    AlertLevel, AlertNotice, AlertNotifier, AlertStatus, HistogramSample, Reading, ReadingSource,
-    Sample,
+    AlertLevel, AlertMetric, AlertNotice, AlertNotifier, AlertStatus, HistogramSample, Reading,
+    ReadingSource, Sample,
 };
 use echelon_application::health_check::{ProbeObserver, ProbeResult};
 use echelon_domain::breaker::BreakerState;
@@ -491,7 +491,7 @@ impl ReadingSource for Metrics {
         for (route, s) in routes {
             let (failed, total) = s.failed_and_total();
             out.push(Reading {
-                metric: "request_error_rate",
+                metric: AlertMetric::RequestErrorRate,
                 target: route.clone(),
                 sample: Sample::Ratio {
                     numerator: failed as f64,
@@ -499,11 +499,14 @@ impl ReadingSource for Metrics {
                 },
             });
             out.push(Reading {
-                metric: "requests",
+                metric: AlertMetric::Requests,
                 target: route.clone(),
                 sample: Sample::Counter(total as f64),
             });
-            for (metric, histogram) in [("p95_latency", &s.latency), ("p95_ttft", &s.ttft)] {
+            for (metric, histogram) in [
+                (AlertMetric::P95Latency, &s.latency),
+                (AlertMetric::P95Ttft, &s.ttft),
+            ] {
                 out.push(Reading {
                     metric,
                     target: route.clone(),
@@ -518,7 +521,7 @@ impl ReadingSource for Metrics {
         let (instances, _) = self.instances.series();
         for (id, s) in instances {
             out.push(Reading {
-                metric: "breaker_trips",
+                metric: AlertMetric::BreakerTrips,
                 target: id.to_string(),
                 sample: Sample::Counter(get(&s.breaker_to[open]) as f64),
             });
@@ -527,14 +530,14 @@ impl ReadingSource for Metrics {
         for ((group, echelon), s) in stages {
             if let (Some(group), Some(echelon)) = (group, echelon) {
                 out.push(Reading {
-                    metric: "breaker_trips",
+                    metric: AlertMetric::BreakerTrips,
                     target: format!("group:{group}.{echelon}"),
                     sample: Sample::Counter(get(&s.breaker_to[open]) as f64),
                 });
             }
         }
         out.push(Reading {
-            metric: "config_reload_failures",
+            metric: AlertMetric::ConfigReloadFailures,
             target: "config".to_owned(),
             sample: Sample::Counter(get(&self.reloads_failed) as f64),
         });
@@ -607,7 +610,7 @@ mod tests {
         m.read(&mut out);
         let rate = out
             .iter()
-            .find(|r| r.metric == "request_error_rate" && r.target == "chat")
+            .find(|r| r.metric == AlertMetric::RequestErrorRate && r.target == "chat")
             .unwrap();
         assert_eq!(
             rate.sample,

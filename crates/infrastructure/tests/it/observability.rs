@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echelon_application::alerts::{
-    AlertCondition, AlertEngine, AlertEngineOptions, AlertLevel, AlertNotifier, AlertRule,
-    AlertStatus, Comparison, LogNotifier, Notifiers, ReadingSource, SnapshotReadings,
+    AlertCondition, AlertEngine, AlertEngineOptions, AlertLevel, AlertMetric, AlertNotifier,
+    AlertRule, AlertRules, AlertStatus, Comparison, LogNotifier, Notifiers, ReadingSource,
+    SnapshotReadings,
 };
 use echelon_application::gateway::{EngineOptions, Gateway};
 use echelon_application::health_check::{HealthCheckOptions, HealthChecker, ProbeResult};
-use echelon_application::history::{EventHistory, FanOut, HistoryEntry};
+use echelon_application::history::{EventHistory, HistoryEntry};
 use echelon_domain::chat::{ChatRequest, Message, Role};
-use echelon_domain::events::EventSink;
+use echelon_domain::events::{EventSink, FanOut};
 use echelon_domain::health::HealthState;
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::{RouteDefaults, TableOptions};
@@ -676,14 +677,15 @@ async fn probes_make_a_pool_unhealthy_and_healthy_again_and_the_alert_fires_and_
         cooldown: Duration::from_secs(600),
         description: Some("less than half of a pool's instances are healthy".into()),
         condition: AlertCondition::Threshold {
-            metric: "pool_healthy_ratio".into(),
+            metric: AlertMetric::PoolHealthyRatio,
             target: Some("pool:main".into()),
             op: Comparison::Less,
             value: 0.5,
             window: Duration::from_millis(1),
         },
     };
-    let engine = AlertEngine::new(&[rule], notifier, AlertEngineOptions::default()).unwrap();
+    let rules = AlertRules::new(vec![rule]).unwrap();
+    let engine = AlertEngine::new(&rules, notifier, AlertEngineOptions::default());
     let sources: Vec<Arc<dyn ReadingSource>> = vec![
         Arc::new(SnapshotReadings::new(gateway.clone())),
         metrics.clone(),

@@ -1,6 +1,7 @@
 //! `echelon config check` and `echelon config show`: validate the configuration tree and print
 //! what it resolves to, secrets redacted.
 
+use echelon_domain::time::DurationText;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use echelon_domain::spec::{
     EchelonTarget, FallbackStrategy, PoolFallbackStrategy, ProviderKind, Topology, WrapperTarget,
 };
 
-use super::table::{Table, short_duration};
+use super::table::Table;
 
 /// `1 provider`, `2 providers`.
 pub(crate) fn plural(n: usize, word: &str) -> String {
@@ -196,14 +197,14 @@ pub fn summary(dir: &Path, config: &LoadedConfig) -> String {
             group.name,
             fallback_name(group.fallback_strategy),
             group.fallback.max_attempts,
-            short_duration(group.fallback.deadline)
+            DurationText(group.fallback.deadline).to_string()
         );
         let mut table = Table::new(["ECHELON", "PRIORITY", "TIMEOUT", "RETRIES", "TARGETS"]);
         for echelon in &group.echelons {
             table.row([
                 echelon.name.to_string(),
                 echelon.priority.to_string(),
-                short_duration(echelon.timeout),
+                DurationText(echelon.timeout).to_string(),
                 echelon.max_retries.to_string(),
                 echelon
                     .targets

@@ -2,6 +2,7 @@
 //! environment variables it references, each provider's upstream (one cheap probe) and the listen
 //! address — and prints each problem with a remedy.
 
+use echelon_domain::time::DurationText;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,6 @@ use echelon_domain::spec::{ProviderKind, ProviderSpec, Topology};
 use echelon_infrastructure::backend_factory::ProviderBackends;
 
 use super::config::{counts, display_url, kind_name, load, plural};
-use super::table::short_duration;
 
 /// Arguments of `doctor`.
 #[derive(Debug, Clone, clap::Args)]
@@ -323,7 +323,7 @@ async fn probe(provider: &ProviderSpec, instance: InstanceId, timeout: Duration)
     };
     let started = Instant::now();
     let outcome = tokio::time::timeout(timeout, backend.probe_boxed(&instance)).await;
-    let took = short_duration(started.elapsed());
+    let took = DurationText::approx(started.elapsed()).to_string();
     match outcome {
         Ok(Ok(())) if provider.kind == ProviderKind::Mock => {
             Finding::ok(format!("{name}: in-process mock, answered in {took}"))
@@ -332,7 +332,7 @@ async fn probe(provider: &ProviderSpec, instance: InstanceId, timeout: Duration)
             "{name}: reachable, probe of {instance} answered in {took}"
         )),
         Err(_) => Finding::fail(
-            format!("{name}: no answer within {}", short_duration(timeout)),
+            format!("{name}: no answer within {}", DurationText(timeout)),
             format!(
                 "is the server up and reachable from here? check base_url in {file}; a slow upstream needs a larger --probe-timeout"
             ),

@@ -191,25 +191,20 @@ Examples:
     },
 }
 
-/// Parses `3s`, `500ms`, `1.5s`, `2m` or a plain number of seconds.
+/// Parses a duration as configuration files write it (`3s`, `500ms`, `1.5s`, `2m`), or a plain
+/// number of seconds, as command lines often do.
 ///
 /// # Errors
 /// A message for clap when the text is not a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((text, "s"), |at| text.split_at(at));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 3s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit in `{text}`; use ms, s or m")),
+    let seconds = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let written = if seconds {
+        format!("{text}s")
+    } else {
+        text.to_owned()
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
+    echelon_config::parse_duration(&written).map_err(|help| format!("`{text}`: {help}"))
 }
 
 /// Runs the parsed command line on a fresh runtime.
@@ -323,7 +318,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("4"), Ok(Duration::from_secs(4)));
-        assert!(parse_duration("3h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("3 hours").is_err());
         assert!(parse_duration("fast").is_err());
     }
 }

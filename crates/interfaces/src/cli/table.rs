@@ -69,20 +69,6 @@ impl Table {
     }
 }
 
-/// `1.2s`, `340ms`, `12µs`: a short duration for a table cell.
-pub fn short_duration(d: std::time::Duration) -> String {
-    let micros = d.as_micros();
-    if micros >= 10_000_000 {
-        format!("{}s", d.as_secs())
-    } else if micros >= 1_000_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else if micros >= 1_000 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{micros}µs")
-    }
-}
-
 /// `97.5%`, or `-` when there is nothing to divide.
 pub fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
@@ -99,8 +85,6 @@ pub fn percent(part: u64, whole: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -115,11 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn short_durations_and_percentages() {
-        assert_eq!(short_duration(Duration::from_micros(12)), "12µs");
-        assert_eq!(short_duration(Duration::from_millis(340)), "340ms");
-        assert_eq!(short_duration(Duration::from_millis(1250)), "1.2s");
-        assert_eq!(short_duration(Duration::from_secs(42)), "42s");
+    fn percentages() {
         assert_eq!(percent(1, 3), "33.3%");
         assert_eq!(percent(0, 0), "-");
     }

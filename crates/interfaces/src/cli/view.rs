@@ -9,12 +9,13 @@
 //! open breaker) can only be shown when the JSON also says what time it is (`now`); without it
 //! the state is shown without the countdown.
 
+use echelon_domain::time::DurationText;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::table::{Table, percent, short_duration};
+use super::table::{Table, percent};
 
 /// A pool or a model, as the domain's `PoolLabel` serializes (`{"Pool": "fast"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -82,7 +83,7 @@ impl SkipView {
                 match self.retry_in {
                     Some(d) => format!(
                         "{limit} limit full (capacity back in {})",
-                        short_duration(d)
+                        DurationText::approx(d).to_string()
                     ),
                     None => format!("{limit} limit full"),
                 }
@@ -103,7 +104,7 @@ impl SkipView {
 
 /// Time from `now` to `until` on the gateway's clock, for a table cell.
 fn remaining(until: f64, now: f64) -> String {
-    short_duration(Duration::from_secs_f64((until - now).max(0.0)))
+    DurationText::approx(Duration::from_secs_f64((until - now).max(0.0))).to_string()
 }
 
 /// The dry run of a route (the domain's `Explanation`).
@@ -197,7 +198,7 @@ impl ExplanationView {
                 verdict.status,
                 verdict
                     .retry_after
-                    .map(|d| format!(" with Retry-After {}", short_duration(d)))
+                    .map(|d| format!(" with Retry-After {}", DurationText::approx(d).to_string()))
                     .unwrap_or_default()
             ),
         };
@@ -447,7 +448,7 @@ impl HistoryView {
         let when = |at: f64| match now {
             Some(now) => format!(
                 "{} ago",
-                short_duration(Duration::from_secs_f64((now - at).max(0.0)))
+                DurationText::approx(Duration::from_secs_f64((now - at).max(0.0))).to_string()
             ),
             None => format!("at {at:.1}s"),
         };
@@ -570,7 +571,9 @@ pub fn instances_table<'a>(
             i.breaker_cell(now),
             i.cooldown_cell(now),
             i.in_flight.to_string(),
-            i.latency.ewma.map_or_else(|| "-".into(), short_duration),
+            i.latency
+                .ewma
+                .map_or_else(|| "-".into(), |d| DurationText::approx(d).to_string()),
             percent(i.stats.successes, i.stats.successes + i.stats.failures),
             i.stats.attempts.to_string(),
         ]);
@@ -759,7 +762,7 @@ mod tests {
         let cases = [
             (
                 SkipReason::Instance(Unavailable::CoolingDown { until: secs(12) }),
-                "cooling down after a 429 (2.0s left)",
+                "cooling down after a 429 (2s left)",
             ),
             (
                 SkipReason::Instance(Unavailable::BreakerOpen {
@@ -822,11 +825,11 @@ mod tests {
             "configuration generation 2; reloads: 1 applied, 0 refused\n\
              \npool fast (round_robin): 1 of 1 available, 1 healthy\n\
              \x20 INSTANCE  HEALTH   BREAKER  COOLDOWN  IN-FLIGHT  LATENCY  SUCCESS  ATTEMPTS\n\
-             \x20 p/m#0     healthy  closed   2.0s      0          5ms      75.0%    4\n\
+             \x20 p/m#0     healthy  closed   2s        0          5ms      75.0%    4\n\
              \nmodel p/m (round_robin): 1 of 1 available, 1 healthy; its instances are listed above\n\
              \nrecent fallbacks and breaker changes (last 2 of 2)\n\
              \x20   2.5s ago  breaker of p/m#0: closed → open: 5 failures in a row (server)\n\
-             \x20   2.0s ago  fallback from chat › echelon1 to chat › echelon2: breaker_open\n"
+             \x20     2s ago  fallback from chat › echelon1 to chat › echelon2: breaker_open\n"
         );
     }
 

@@ -11,6 +11,7 @@ pub mod screen;
 pub mod traffic;
 pub mod tree;
 
+use echelon_domain::time::DurationText;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,7 +28,7 @@ use tokio::task::JoinSet;
 
 use self::screen::{DemoEvents, LiveScreen, Moment, RECENT_WINDOW};
 use self::traffic::{Recorder, Tally};
-use crate::cli::table::{Table, percent, short_duration};
+use crate::cli::table::{Table, percent};
 use crate::cli::view::{StatusView, from_domain, instances_table};
 
 /// Faults of the healthy upstream.
@@ -104,12 +105,15 @@ impl Summary {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let latency = |pct| t.percentile(pct).map_or_else(|| "-".into(), short_duration);
+        let latency = |pct| {
+            t.percentile(pct)
+                .map_or_else(|| "-".into(), |d| DurationText::approx(d).to_string())
+        };
         let max = t
             .latencies
             .last()
             .copied()
-            .map_or_else(|| "-".into(), short_duration);
+            .map_or_else(|| "-".into(), |d| DurationText::approx(d).to_string());
         let upstream = self
             .upstream_requests
             .iter()

@@ -1,6 +1,7 @@
 //! What `echelon demo` shows: the routing events worth watching, the live frame (redrawn in
 //! place on a terminal), the periodic plain line (when stdout is not a terminal) and the summary.
 
+use echelon_domain::time::DurationText;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -13,7 +14,7 @@ use echelon_domain::events::{Event, EventSink};
 use echelon_domain::health::HealthState;
 
 use super::traffic::Tally;
-use crate::cli::table::{percent, short_duration};
+use crate::cli::table::percent;
 use crate::cli::view::{StatusView, echelon_table, instances_table};
 
 /// Most recent events kept for the live view.
@@ -120,7 +121,7 @@ impl EventSink for DemoEvents {
             } => {
                 self.cooldowns.fetch_add(1, Ordering::Relaxed);
                 let wait = retry_after
-                    .map(|d| format!(" for {}", short_duration(d)))
+                    .map(|d| format!(" for {}", DurationText::approx(d).to_string()))
                     .unwrap_or_default();
                 self.note(format!("{instance} answered 429: cooling down{wait}"));
             }
@@ -172,7 +173,7 @@ fn verdicts(tally: &Tally) -> String {
 }
 
 fn latency(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".into(), short_duration)
+    d.map_or_else(|| "-".into(), |d| DurationText::approx(d).to_string())
 }
 
 /// Everything the live view and the plain lines show at one moment.
@@ -396,7 +397,7 @@ mod tests {
         assert_eq!(recent.len(), 3, "healthy → degraded is not worth a line");
         assert!(recent[0].ends_with("breaker of flaky/gpt-demo#1 opened"));
         assert!(recent[1].ends_with("breaker of demo › echelon2 closed again"));
-        assert!(recent[2].ends_with("flaky/gpt-demo#1 answered 429: cooling down for 2.0s"));
+        assert!(recent[2].ends_with("flaky/gpt-demo#1 answered 429: cooling down for 2s"));
         events.record(&Event::Cooldown {
             instance: id,
             until: echelon_domain::time::Instant::ZERO,
@@ -404,7 +405,7 @@ mod tests {
         });
         let recent = events.recent();
         assert_eq!(recent.len(), 3, "a repeat counts on the same line");
-        assert!(recent[2].ends_with("cooling down for 2.0s (×2)"));
+        assert!(recent[2].ends_with("cooling down for 2s (×2)"));
         for n in 0..(RECENT_EVENTS + 3) {
             let instance = InstanceId::new(ModelRef::new("flaky", "gpt-demo"), n as u16);
             events.record(&Event::KeyDead { instance });

@@ -397,6 +397,29 @@ fn status_and_route_explain_read_a_running_gateway() {
 }
 
 #[test]
+fn config_check_and_doctor_refuse_a_misspelled_alert_metric_with_its_line() {
+    // `serve` could never evaluate this rule, so neither check may call the tree OK.
+    let dir = small_tree();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[[alerts.rules]]\nname = \"errors\"\nkind = \"threshold\"\nmetric = \"upstream_eror_rate\"\nop = \">\"\nvalue = 0.2\n",
+    )
+    .unwrap();
+    let config = dir.path().to_str().unwrap();
+    let out = run(&["config", "check", "--config", config]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    insta::assert_snapshot!("config_check_misspelled_alert_metric", out.stdout);
+    let out = run(&["doctor", "--config", config, "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("gateway.toml:4:10")
+            && out.stdout.contains("did you mean `upstream_error_rate`?"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn doctor_passes_the_shipped_configuration() {
     let out = run(&["doctor", "--listen", "127.0.0.1:0"]);
     assert_eq!(out.code, 0, "{}", out.stdout);
