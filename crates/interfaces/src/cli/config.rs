@@ -197,7 +197,7 @@ pub fn summary(dir: &Path, config: &LoadedConfig) -> String {
             group.name,
             fallback_name(group.fallback_strategy),
             group.fallback.max_attempts,
-            DurationText(group.fallback.deadline).to_string()
+            DurationText(group.fallback.deadline)
         );
         let mut table = Table::new(["ECHELON", "PRIORITY", "TIMEOUT", "RETRIES", "TARGETS"]);
         for echelon in &group.echelons {

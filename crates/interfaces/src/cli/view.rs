@@ -83,7 +83,7 @@ impl SkipView {
                 match self.retry_in {
                     Some(d) => format!(
                         "{limit} limit full (capacity back in {})",
-                        DurationText::approx(d).to_string()
+                        DurationText::approx(d)
                     ),
                     None => format!("{limit} limit full"),
                 }
@@ -198,7 +198,7 @@ impl ExplanationView {
                 verdict.status,
                 verdict
                     .retry_after
-                    .map(|d| format!(" with Retry-After {}", DurationText::approx(d).to_string()))
+                    .map(|d| format!(" with Retry-After {}", DurationText::approx(d)))
                     .unwrap_or_default()
             ),
         };
@@ -448,7 +448,7 @@ impl HistoryView {
         let when = |at: f64| match now {
             Some(now) => format!(
                 "{} ago",
-                DurationText::approx(Duration::from_secs_f64((now - at).max(0.0))).to_string()
+                DurationText::approx(Duration::from_secs_f64((now - at).max(0.0)))
             ),
             None => format!("at {at:.1}s"),
         };

@@ -121,7 +121,7 @@ impl EventSink for DemoEvents {
             } => {
                 self.cooldowns.fetch_add(1, Ordering::Relaxed);
                 let wait = retry_after
-                    .map(|d| format!(" for {}", DurationText::approx(d).to_string()))
+                    .map(|d| format!(" for {}", DurationText::approx(d)))
                     .unwrap_or_default();
                 self.note(format!("{instance} answered 429: cooling down{wait}"));
             }
