@@ -442,54 +442,49 @@ async fn run_row(
     assert_idle(gateway, &context);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_fault_of_the_primary_through_two_echelons_json() {
+/// Faults that a JSON and a streamed request meet alike: the same requests of the primary, the
+/// same outcome.
+const EITHER_MODE: [Row; 13] = [
+    ("ok", 1, Expect::Primary),
+    // Server errors: one attempt and one retry (max_retries = 1), then the fallback.
+    ("fail-500", 2, Expect::Fallback),
+    ("fail-503", 2, Expect::Fallback),
+    ("fail-529", 2, Expect::Fallback),
+    // Timeouts and resets are never retried in place.
+    ("hang", 1, Expect::Fallback),
+    ("slow-first-token-2s", 1, Expect::Fallback),
+    ("reset", 1, Expect::Fallback),
+    ("fail-401", 1, Expect::Fallback),
+    // A Retry-After longer than retry_after_max_wait: move on at once.
+    ("429-retry-30", 1, Expect::Fallback),
+    ("fail-400", 1, Expect::Rejected(ErrorClass::InvalidRequest)),
+    ("fail-422", 1, Expect::Rejected(ErrorClass::InvalidRequest)),
+    (
+        "content-filter",
+        1,
+        Expect::Rejected(ErrorClass::ContentFilter),
+    ),
+    // No larger context window anywhere: returned as it is.
+    (
+        "context-length",
+        1,
+        Expect::Rejected(ErrorClass::ContextLength),
+    ),
+];
+
+/// Runs the rows of [`EITHER_MODE`] and `rows` at once, each through its own two-echelon
+/// gateway, as JSON or streamed requests.
+async fn every_fault(rows: &[Row], stream: bool) {
     crate::support::init_tracing();
+    let rows = [&EITHER_MODE[..], rows].concat();
     bounded(async {
         let env = Env::start().await;
-        let upstream = &env.upstream;
-        let rows: [Row; 21] = [
-            ("ok", 1, Expect::Primary),
-            // Server errors: one attempt and one retry (max_retries = 1), then the fallback.
-            ("fail-500", 2, Expect::Fallback),
-            ("fail-502", 2, Expect::Fallback),
-            ("fail-503", 2, Expect::Fallback),
-            ("fail-529", 2, Expect::Fallback),
-            // Timeouts, resets, cuts and garbage are never retried in place.
-            ("fail-504", 1, Expect::Fallback),
-            ("hang", 1, Expect::Fallback),
-            ("latency-2s", 1, Expect::Fallback),
-            ("slow-first-token-2s", 1, Expect::Fallback),
-            ("reset", 1, Expect::Fallback),
-            ("cut-after-2", 1, Expect::Fallback),
-            ("stall-after-2", 1, Expect::Fallback),
-            ("malformed-after-1", 1, Expect::Fallback),
-            ("fail-401", 1, Expect::Fallback),
-            ("fail-403", 1, Expect::Fallback),
-            // A Retry-After longer than retry_after_max_wait: move on at once.
-            ("429-retry-30", 1, Expect::Fallback),
-            ("fail-400", 1, Expect::Rejected(ErrorClass::InvalidRequest)),
-            ("fail-422", 1, Expect::Rejected(ErrorClass::InvalidRequest)),
-            (
-                "content-filter",
-                1,
-                Expect::Rejected(ErrorClass::ContentFilter),
-            ),
-            // No larger context window anywhere: returned as it is.
-            (
-                "context-length",
-                1,
-                Expect::Rejected(ErrorClass::ContextLength),
-            ),
-            // Stream-only faults do not touch a JSON answer.
-            ("no-done+error-after-1", 1, Expect::Primary),
-        ];
-        let gateways = row_gateways(&env, &rows, false);
+        let gateways = row_gateways(&env, &rows, stream);
         let runs = rows
             .iter()
             .zip(&gateways)
             .enumerate()
-            .map(|(i, (row, gateway))| run_row(upstream, gateway, i, *row, false));
+            .map(|(i, (row, gateway))| run_row(&env.upstream, gateway, i, *row, stream));
         futures_util::future::join_all(runs).await;
         env.stop().await;
     })
@@ -497,59 +492,42 @@ async fn every_fault_of_the_primary_through_two_echelons_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_of_the_primary_through_two_echelons_json() {
+    let json_only: [Row; 8] = [
+        ("fail-502", 2, Expect::Fallback),
+        ("fail-504", 1, Expect::Fallback),
+        ("latency-2s", 1, Expect::Fallback),
+        // Cuts and garbage are never retried in place either.
+        ("cut-after-2", 1, Expect::Fallback),
+        ("stall-after-2", 1, Expect::Fallback),
+        ("malformed-after-1", 1, Expect::Fallback),
+        ("fail-403", 1, Expect::Fallback),
+        // Stream-only faults do not touch a JSON answer.
+        ("no-done+error-after-1", 1, Expect::Primary),
+    ];
+    every_fault(&json_only, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fault_of_the_primary_through_two_echelons_streaming() {
-    crate::support::init_tracing();
-    bounded(async {
-        let env = Env::start().await;
-        let upstream = &env.upstream;
-        let rows: [Row; 24] = [
-            ("ok", 1, Expect::Primary),
-            ("chunk-delay-20ms", 1, Expect::Primary),
-            ("fail-500", 2, Expect::Fallback),
-            ("fail-503", 2, Expect::Fallback),
-            ("fail-529", 2, Expect::Fallback),
-            ("hang", 1, Expect::Fallback),
-            ("reset", 1, Expect::Fallback),
-            ("slow-first-token-2s", 1, Expect::Fallback),
-            // Failures before the first content token still fail over.
-            ("cut-after-0", 1, Expect::Fallback),
-            ("stall-after-0", 1, Expect::Fallback),
-            ("malformed-after-0", 1, Expect::Fallback),
-            // A server error event before any content is retried like a 5xx.
-            ("error-after-0", 2, Expect::Fallback),
-            ("fail-401", 1, Expect::Fallback),
-            ("429-retry-30", 1, Expect::Fallback),
-            // After the first content token: one failure event, no normal end, no fallback.
-            ("cut-after-3", 1, Expect::Broken(ErrorClass::Connect)),
-            ("stall-after-2", 1, Expect::Broken(ErrorClass::Timeout)),
-            ("malformed-after-1", 1, Expect::Broken(ErrorClass::Connect)),
-            ("error-after-2", 1, Expect::Broken(ErrorClass::Server)),
-            ("chunk-delay-1s", 1, Expect::Broken(ErrorClass::Timeout)),
-            // Every word arrived but the end marker did not: not presented as complete.
-            ("no-done", 1, Expect::Broken(ErrorClass::Connect)),
-            ("fail-400", 1, Expect::Rejected(ErrorClass::InvalidRequest)),
-            ("fail-422", 1, Expect::Rejected(ErrorClass::InvalidRequest)),
-            (
-                "content-filter",
-                1,
-                Expect::Rejected(ErrorClass::ContentFilter),
-            ),
-            (
-                "context-length",
-                1,
-                Expect::Rejected(ErrorClass::ContextLength),
-            ),
-        ];
-        let gateways = row_gateways(&env, &rows, true);
-        let runs = rows
-            .iter()
-            .zip(&gateways)
-            .enumerate()
-            .map(|(i, (row, gateway))| run_row(upstream, gateway, i, *row, true));
-        futures_util::future::join_all(runs).await;
-        env.stop().await;
-    })
-    .await;
+    let stream_only: [Row; 11] = [
+        ("chunk-delay-20ms", 1, Expect::Primary),
+        // Failures before the first content token still fail over.
+        ("cut-after-0", 1, Expect::Fallback),
+        ("stall-after-0", 1, Expect::Fallback),
+        ("malformed-after-0", 1, Expect::Fallback),
+        // A server error event before any content is retried like a 5xx.
+        ("error-after-0", 2, Expect::Fallback),
+        // After the first content token: one failure event, no normal end, no fallback.
+        ("cut-after-3", 1, Expect::Broken(ErrorClass::Connect)),
+        ("stall-after-2", 1, Expect::Broken(ErrorClass::Timeout)),
+        ("malformed-after-1", 1, Expect::Broken(ErrorClass::Connect)),
+        ("error-after-2", 1, Expect::Broken(ErrorClass::Server)),
+        ("chunk-delay-1s", 1, Expect::Broken(ErrorClass::Timeout)),
+        // Every word arrived but the end marker did not: not presented as complete.
+        ("no-done", 1, Expect::Broken(ErrorClass::Connect)),
+    ];
+    every_fault(&stream_only, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
