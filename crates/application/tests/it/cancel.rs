@@ -8,16 +8,14 @@ use echelon_domain::error::ErrorClass;
 use echelon_domain::spec::BreakerPolicy;
 use futures_util::StreamExt as _;
 
-use crate::support::{Builder, Harness, Piece, Reply, fail, ms, request, secs, server_error};
+use crate::support::{
+    Builder, Harness, Piece, Reply, assert_route, fail, ms, request, secs, server_error,
+};
 
 /// Group `g`: `echelon1` = `pool:p` (`a/m#0`, concurrency 1, breaker tripping after one
 /// failure), `echelon2` = `b/m`; both echelons allow one request at a time.
 fn harness() -> Harness {
-    let mut b = Builder::new()
-        .provider("a", 1)
-        .provider("b", 1)
-        .model("a/m", None)
-        .model("b/m", None)
+    let mut b = Builder::two_models(1)
         .pool("p", &[("a/m", 0)])
         .group("g", &[&["pool:p"], &["b/m"]])
         .echelons(|e| {
@@ -60,12 +58,8 @@ async fn dropping_a_request_mid_attempt_drops_the_upstream_call_and_every_permit
         a.stats
     );
     // The slot is free again: the next request is served by the same instance.
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
-    assert!(
-        served.route.to_string().contains("a/m#0"),
-        "{}",
-        served.route
-    );
+    let served = h.answered().await;
+    assert_route(&served, "a/m#0");
     h.assert_idle();
 }
 
@@ -106,7 +100,7 @@ async fn dropping_a_stream_mid_way_closes_the_upstream_and_releases_everything()
             Piece::Hang,
         ])],
     );
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let mut stream = served.value;
     // Read the role chunk and the first word, then hang up.
     stream.next().await.unwrap();
@@ -130,8 +124,8 @@ async fn a_cancelled_half_open_trial_gives_its_slot_back() {
     h.backend
         .on("a/m", [server_error(), Reply::Hang, Reply::Answer]);
     // One failure opens the breaker; the fallback serves.
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
-    assert!(served.route.to_string().contains("b/m"));
+    let served = h.answered().await;
+    assert_route(&served, "b/m");
     assert_eq!(h.instance("a/m#0").breaker, BreakerState::Open);
     tokio::time::advance(secs(13)).await;
     // The first request after the open time is the trial; its caller hangs up.
@@ -139,12 +133,8 @@ async fn a_cancelled_half_open_trial_gives_its_slot_back() {
     h.assert_idle();
     assert_eq!(h.instance("a/m#0").breaker, BreakerState::HalfOpen);
     // The trial slot came back: the next request is the trial, and closes the breaker.
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
-    assert!(
-        served.route.to_string().contains("a/m#0"),
-        "{}",
-        served.route
-    );
+    let served = h.answered().await;
+    assert_route(&served, "a/m#0");
     assert_eq!(h.instance("a/m#0").breaker, BreakerState::Closed);
     assert_eq!(h.backend.calls("a/m"), 3);
     h.assert_idle();

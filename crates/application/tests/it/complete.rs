@@ -7,8 +7,8 @@ use echelon_domain::plan::{AttemptResult, Verdict};
 use echelon_domain::spec::Topology;
 
 use crate::support::{
-    Builder, Harness, Reply, failed, failure, ms, rate_limited, request, results, secs,
-    server_error,
+    Builder, Harness, Reply, assert_route, assert_verdict, failed, ms, rate_limited, request,
+    results, secs, server_error,
 };
 
 /// Group `g`: `echelon1` = `a/m`, `echelon2` = `b/m`, one key each.
@@ -30,7 +30,7 @@ async fn server_errors_are_retried_per_max_retries_then_the_next_echelon_answers
     let h = harness(two_echelons(1).echelons(|e| e.max_retries = 2).build());
     h.backend.on("a/m", [server_error()]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(h.backend.calls("a/m"), 3, "one attempt and two retries");
     assert_eq!(h.backend.calls("b/m"), 1);
     assert_eq!(
@@ -43,11 +43,7 @@ async fn server_errors_are_retried_per_max_retries_then_the_next_echelon_answers
         ]
     );
     assert_eq!(&*served.model, "m-up");
-    assert!(
-        served.route.to_string().contains("echelon2"),
-        "{}",
-        served.route
-    );
+    assert_route(&served, "echelon2");
     let fallbacks: Vec<_> = h
         .sink
         .take()
@@ -70,7 +66,7 @@ async fn server_errors_are_retried_per_max_retries_then_the_next_echelon_answers
 async fn without_retries_every_key_is_tried_once_before_falling_down() {
     let h = harness(two_echelons(2).build());
     h.backend.on("a/m", [server_error()]);
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(h.backend.calls("a/m#0"), 1);
     assert_eq!(h.backend.calls("a/m#1"), 1);
     assert_eq!(h.backend.calls("b/m"), 1);
@@ -80,17 +76,11 @@ async fn without_retries_every_key_is_tried_once_before_falling_down() {
 
 #[tokio::test(start_paused = true)]
 async fn the_attempt_cap_bounds_a_request() {
-    let mut b = Builder::new()
-        .provider("a", 5)
-        .provider("b", 1)
-        .model("a/m", None)
-        .model("b/m", None)
-        .group("g", &[&["a/m"], &["b/m"]])
-        .echelons(|e| e.max_retries = 3);
+    let mut b = Builder::two_echelons(5).echelons(|e| e.max_retries = 3);
     b.group_mut("g").fallback.max_attempts = 4;
     let h = harness(b.build());
     h.backend.on("a/m", [server_error()]);
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(h.backend.total_calls(), 4);
     assert_eq!(h.backend.calls("b/m"), 0);
     assert!(
@@ -98,11 +88,7 @@ async fn the_attempt_cap_bounds_a_request() {
         "{:?}",
         f.verdict
     );
-    assert!(
-        matches!(f.verdict, Verdict::Exhausted { .. }),
-        "{:?}",
-        f.verdict
-    );
+    assert_verdict!(f, Verdict::Exhausted { .. });
     assert_eq!(f.attempts.len(), 4);
     h.assert_idle();
 }
@@ -119,7 +105,7 @@ async fn a_silent_upstream_times_out_and_is_never_retried_in_place() {
     );
     h.backend.on("a/m", [Reply::Hang]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(
         started.elapsed(),
         secs(2),
@@ -152,14 +138,10 @@ async fn the_overall_deadline_ends_a_request_with_504_without_hanging() {
     h.backend.on("a/m", [Reply::Hang]);
     h.backend.on("b/m", [Reply::Hang]);
     let started = tokio::time::Instant::now();
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(started.elapsed(), secs(5));
     assert_eq!(f.verdict, Verdict::DeadlineExceeded);
-    assert!(
-        matches!(f.verdict, Verdict::DeadlineExceeded),
-        "{:?}",
-        f.verdict
-    );
+    assert_verdict!(f, Verdict::DeadlineExceeded);
     assert_eq!(
         results(&f.attempts),
         [
@@ -177,7 +159,7 @@ async fn the_engine_request_timeout_bounds_a_request_too() {
     let h = Harness::with_timeout(two_echelons(1).build(), secs(4));
     h.backend.on("a/m", [Reply::Hang]);
     let started = tokio::time::Instant::now();
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(started.elapsed(), secs(4));
     assert_eq!(f.verdict, Verdict::DeadlineExceeded);
     assert_eq!(h.backend.calls("b/m"), 0);
@@ -195,9 +177,9 @@ async fn an_invalid_request_is_returned_as_it_is_after_one_attempt() {
         let h = harness(two_echelons(2).echelons(|e| e.max_retries = 2).build());
         let error = crate::support::fail(class, Some(400));
         h.backend.on("a/m", [Reply::Fail(error.clone())]);
-        let f = failure(h.gateway.complete("group:g", request()).await);
+        let f = h.failure().await;
         assert_eq!(f.verdict, Verdict::Rejected(error), "{class}");
-        assert!(matches!(f.verdict, Verdict::Rejected(_)), "{:?}", f.verdict);
+        assert_verdict!(f, Verdict::Rejected(_));
         assert_eq!(
             h.backend.total_calls(),
             1,
@@ -228,7 +210,7 @@ async fn context_length_moves_only_to_a_larger_context_target() {
     h.backend.on("b/same", [Reply::Fail(error)]);
     for _ in 0..2 {
         // Twice, so the echelon's target rotation starts once with each target.
-        let served = h.gateway.complete("group:g", request()).await.unwrap();
+        let served = h.answered().await;
         assert_eq!(&*served.model, "large-up");
     }
     assert_eq!(h.backend.calls("a/small"), 2);
@@ -291,7 +273,7 @@ async fn a_plain_400_for_a_prompt_over_the_window_counts_as_context_length() {
     assert_eq!(h.backend.calls("b/large"), 1);
 
     // A short request that gets the same 400 is simply wrong: returned as it is, nothing else tried.
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(f.verdict, Verdict::Rejected(plain_400));
     assert_eq!(h.backend.calls("b/large"), 1);
     h.assert_idle();
@@ -302,7 +284,7 @@ async fn context_length_without_a_larger_target_is_returned_after_one_attempt() 
     let h = harness(two_echelons(1).build());
     let error = crate::support::fail(ErrorClass::ContextLength, Some(400));
     h.backend.on("a/m", [Reply::Fail(error.clone())]);
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(f.verdict, Verdict::Rejected(error));
     assert_eq!(h.backend.total_calls(), 1);
     h.assert_idle();
@@ -313,7 +295,7 @@ async fn a_short_retry_after_is_waited_out_when_nothing_else_in_the_echelon_can_
     let h = harness(two_echelons(1).build());
     h.backend.on("a/m", [rate_limited(secs(2)), Reply::Answer]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(started.elapsed(), secs(2), "waited exactly the Retry-After");
     assert_eq!(h.backend.calls("a/m"), 2);
     assert_eq!(
@@ -321,11 +303,7 @@ async fn a_short_retry_after_is_waited_out_when_nothing_else_in_the_echelon_can_
         0,
         "a short wait beats dropping a tier"
     );
-    assert!(
-        served.route.to_string().contains("echelon1"),
-        "{}",
-        served.route
-    );
+    assert_route(&served, "echelon1");
     h.assert_idle();
 }
 
@@ -334,7 +312,7 @@ async fn a_rate_limited_key_rotates_to_another_key_without_waiting() {
     let h = harness(two_echelons(2).build());
     h.backend.on_key("a/m#0", [rate_limited(secs(2))]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(started.elapsed(), ms(0));
     assert_eq!(
         results(&served.attempts),
@@ -346,7 +324,7 @@ async fn a_rate_limited_key_rotates_to_another_key_without_waiting() {
     let cooling = h.instance("a/m#0");
     assert!(cooling.cooldown_until.is_some());
     // The next request skips the cooling key at once.
-    h.gateway.complete("group:g", request()).await.unwrap();
+    h.answered().await;
     assert_eq!(h.backend.calls("a/m#0"), 1);
     assert_eq!(h.backend.calls("a/m#1"), 2);
     h.assert_idle();
@@ -357,11 +335,11 @@ async fn a_long_retry_after_moves_on_at_once() {
     let h = harness(two_echelons(1).build());
     h.backend.on("a/m", [rate_limited(secs(60))]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(started.elapsed(), ms(0));
     assert_eq!(h.backend.calls("a/m"), 1);
     assert_eq!(h.backend.calls("b/m"), 1);
-    assert!(served.route.to_string().contains("echelon2"));
+    assert_route(&served, "echelon2");
     h.assert_idle();
 }
 
@@ -370,22 +348,18 @@ async fn everything_rate_limited_answers_429_with_the_earliest_retry_after() {
     let h = harness(two_echelons(1).build());
     h.backend.on("a/m", [rate_limited(secs(30))]);
     h.backend.on("b/m", [rate_limited(secs(10))]);
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(
         f.verdict,
         Verdict::RateLimited {
             retry_after: secs(10)
         }
     );
-    assert!(
-        matches!(f.verdict, Verdict::RateLimited { .. }),
-        "{:?}",
-        f.verdict
-    );
+    assert_verdict!(f, Verdict::RateLimited { .. });
     assert_eq!(h.backend.total_calls(), 2);
     // While everything cools down, the answer comes at once and costs no upstream call.
     tokio::time::advance(secs(4)).await;
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(
         f.verdict,
         Verdict::RateLimited {
@@ -407,7 +381,7 @@ async fn a_refused_key_is_marked_dead_and_the_next_key_serves() {
             Some(401),
         ))],
     );
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(
         results(&served.attempts),
         [
@@ -418,7 +392,7 @@ async fn a_refused_key_is_marked_dead_and_the_next_key_serves() {
     assert!(h.instance("a/m#0").key_dead);
     assert!(!h.instance("a/m#1").key_dead);
     for _ in 0..3 {
-        h.gateway.complete("group:g", request()).await.unwrap();
+        h.answered().await;
     }
     assert_eq!(
         h.backend.calls("a/m#0"),
@@ -439,7 +413,7 @@ async fn the_response_names_the_model_that_answered() {
         .upstream_name = "fallback-2025-01".into();
     let h = harness(b.build());
     h.backend.on("a/m", [server_error()]);
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(&*served.model, "fallback-2025-01");
     assert_eq!(&*served.value.model, "fallback-2025-01");
     assert_eq!(served.route.to_string(), "g › echelon2 › b/m#0");

@@ -6,15 +6,10 @@ use std::sync::Arc;
 use echelon_domain::name::ModelRef;
 use echelon_domain::plan::Verdict;
 
-use crate::support::{Builder, Harness, Reply, failure, ms, request, secs};
+use crate::support::{Builder, Harness, Reply, assert_route, assert_verdict, ms, request, secs};
 
 fn builder() -> Builder {
-    Builder::new()
-        .provider("a", 1)
-        .provider("b", 1)
-        .model("a/m", None)
-        .model("b/m", None)
-        .group("g", &[&["a/m"], &["b/m"]])
+    Builder::two_echelons(1)
 }
 
 async fn until_called(h: &Harness, target: &str, times: usize) {
@@ -48,21 +43,13 @@ async fn a_saturated_echelon_or_instance_spills_to_the_next_echelon_at_once() {
         until_called(&h, "a/m", 1).await;
 
         let started = tokio::time::Instant::now();
-        let served = h.gateway.complete("group:g", request()).await.unwrap();
+        let served = h.answered().await;
         assert_eq!(started.elapsed(), ms(0), "no waiting for a busy echelon");
-        assert!(
-            served.route.to_string().contains("echelon2"),
-            "{}",
-            served.route
-        );
+        assert_route(&served, "echelon2");
         assert!(served.attempts.len() == 1, "a skip is not an attempt");
 
         let served = first.await.unwrap().unwrap();
-        assert!(
-            served.route.to_string().contains("echelon1"),
-            "{}",
-            served.route
-        );
+        assert_route(&served, "echelon1");
         assert_eq!(h.backend.calls("a/m"), 1);
         h.assert_idle();
     }
@@ -88,7 +75,7 @@ async fn everything_saturated_answers_429_at_once_without_an_upstream_call() {
     }
     until_called(&h, "b/m", 1).await;
     until_called(&h, "a/m", 1).await;
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(
         f.verdict,
         Verdict::RateLimited {
@@ -110,7 +97,7 @@ async fn an_echelon_rpm_limit_spills_and_refills() {
     let h = Harness::new(b.build());
     let mut routes = Vec::new();
     for _ in 0..3 {
-        let served = h.gateway.complete("group:g", request()).await.unwrap();
+        let served = h.answered().await;
         routes.push(served.route.to_string());
     }
     assert_eq!(
@@ -123,7 +110,7 @@ async fn an_echelon_rpm_limit_spills_and_refills() {
     );
     // Two a minute: one request's worth comes back every thirty seconds.
     tokio::time::advance(secs(31)).await;
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(served.route.to_string(), "g › echelon1 › a/m#0");
     h.assert_idle();
 }
@@ -135,7 +122,7 @@ async fn echelon_defaults_fill_only_what_the_client_left_unset() {
     defaults.max_tokens = Some(256);
     defaults.temperature = Some(0.25);
     let h = Harness::new(b.build());
-    h.gateway.complete("group:g", request()).await.unwrap();
+    h.answered().await;
     let mut own = request();
     own.params.max_tokens = Some(10);
     h.gateway.stream("group:g", own).await.unwrap();
@@ -150,11 +137,7 @@ async fn echelon_defaults_fill_only_what_the_client_left_unset() {
 
 #[tokio::test(start_paused = true)]
 async fn everything_open_or_dead_answers_503_at_once() {
-    let mut b = Builder::new()
-        .provider("a", 1)
-        .provider("b", 1)
-        .model("a/m", None)
-        .model("b/m", None)
+    let mut b = Builder::two_models(1)
         .pool("pa", &[("a/m", 0)])
         .pool("pb", &[("b/m", 0)])
         .group("g", &[&["pool:pa"], &["pool:pb"]]);
@@ -169,16 +152,12 @@ async fn everything_open_or_dead_answers_503_at_once() {
     let h = Harness::new(b.build());
     h.backend.on("a/m", [crate::support::server_error()]);
     h.backend.on("b/m", [crate::support::server_error()]);
-    let f = failure(h.gateway.complete("group:g", request()).await);
-    assert!(
-        matches!(f.verdict, Verdict::Exhausted { .. }),
-        "{:?}",
-        f.verdict
-    );
+    let f = h.failure().await;
+    assert_verdict!(f, Verdict::Exhausted { .. });
     assert_eq!(h.backend.total_calls(), 2);
 
     tokio::time::advance(secs(5)).await;
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     let Verdict::Unavailable {
         retry_after: Some(after),
     } = f.verdict
@@ -187,11 +166,7 @@ async fn everything_open_or_dead_answers_503_at_once() {
     };
     // Open for 20 s plus at most a fifth of jitter, 5 s of which have passed.
     assert!(after >= secs(15) && after <= secs(19), "{after:?}");
-    assert!(
-        matches!(f.verdict, Verdict::Unavailable { .. }),
-        "{:?}",
-        f.verdict
-    );
+    assert_verdict!(f, Verdict::Unavailable { .. });
     assert!(f.attempts.is_empty());
     assert_eq!(
         h.backend.total_calls(),
@@ -211,8 +186,8 @@ async fn everything_open_or_dead_answers_503_at_once() {
     };
     h.backend.on("a/m", [auth()]);
     h.backend.on("b/m", [auth()]);
-    failure(h.gateway.complete("group:g", request()).await);
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    h.failure().await;
+    let f = h.failure().await;
     assert_eq!(f.verdict, Verdict::Unavailable { retry_after: None });
     assert_eq!(h.backend.total_calls(), 2);
     h.assert_idle();

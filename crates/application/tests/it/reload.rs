@@ -13,8 +13,8 @@ use echelon_domain::time::Clock as _;
 use futures_util::StreamExt as _;
 
 use crate::support::{
-    Builder, Harness, Piece, Reply, assert_idle, drain, fail, finished_normally, ms, request, secs,
-    server_error, text,
+    Builder, Harness, Piece, Reply, assert_idle, assert_route, drain, fail, finished_normally, ms,
+    request, secs, server_error, text,
 };
 
 /// Group `g`: `echelon1` = `pool:p` (`a/m#0`, `a/m#1`; breaker opens after one failure for a
@@ -42,12 +42,8 @@ async fn reload_keeps_breaker_and_health_of_unchanged_instances_and_revives_dead
     h.backend.on_key("a/m#0", [server_error()]);
     h.backend
         .on_key("a/m#1", [Reply::Fail(fail(ErrorClass::Auth, Some(401)))]);
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
-    assert!(
-        served.route.to_string().contains("b/m#0"),
-        "{}",
-        served.route
-    );
+    let served = h.answered().await;
+    assert_route(&served, "b/m#0");
     assert_eq!(h.instance("a/m#0").breaker, BreakerState::Open);
     assert_eq!(h.instance("a/m#0").health, HealthState::Degraded);
     assert!(h.instance("a/m#1").key_dead);
@@ -85,12 +81,8 @@ async fn reload_keeps_breaker_and_health_of_unchanged_instances_and_revives_dead
     );
     // a/m#0 is still skipped; the revived key serves.
     h.backend.on_key("a/m#1", [Reply::Answer]);
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
-    assert!(
-        served.route.to_string().contains("a/m#1"),
-        "{}",
-        served.route
-    );
+    let served = h.answered().await;
+    assert_route(&served, "a/m#1");
     assert_eq!(h.backend.calls("a/m#0"), 1);
     h.assert_idle();
 }
@@ -127,16 +119,12 @@ async fn a_request_in_flight_finishes_on_the_old_generation() {
     until_called(&h, "a/m").await;
 
     h.gateway.reload(replacement()).unwrap();
-    let served = h.gateway.complete("group:g", request()).await.unwrap();
+    let served = h.answered().await;
     assert_eq!(&*served.model, "x-up", "new requests use the new tree");
 
     let served = in_flight.await.unwrap().unwrap();
     assert_eq!(&*served.model, "m-up");
-    assert!(
-        served.route.to_string().contains("a/m#0"),
-        "{}",
-        served.route
-    );
+    assert_route(&served, "a/m#0");
     assert_idle(&old.table.snapshot(h.gateway.clock().now()));
     assert_eq!(Arc::strong_count(&old), 1, "the old generation is released");
     h.assert_idle();
@@ -156,7 +144,7 @@ async fn a_stream_in_flight_finishes_on_the_old_generation() {
         ])],
     );
     let old = h.gateway.generation();
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let mut stream = served.value;
     let first = stream.next().await.unwrap();
     h.gateway.reload(replacement()).unwrap();

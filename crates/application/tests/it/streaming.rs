@@ -1,33 +1,36 @@
 //! Streaming under faults: failover until the first content token, an explicit failure event
 //! after it, idle and total limits, and the time-to-first-token limit.
 
+use std::time::Duration;
+
 use echelon_application::stream::StreamEvent;
 use echelon_domain::error::ErrorClass;
 use echelon_domain::plan::{AttemptResult, Verdict};
 
 use crate::support::{
-    Builder, Harness, Piece, Reply, drain, fail, failed, failures, finished_normally, ms, request,
-    results, secs, text,
+    Builder, Harness, Piece, Reply, assert_route, assert_verdict, drain, fail, failed, failures,
+    finished_normally, ms, request, results, secs, text,
 };
+
+/// A stream of `n` dots `gap` apart, then its finish.
+fn dots(n: usize, gap: Duration) -> Reply {
+    let mut pieces = vec![Piece::Role];
+    for _ in 0..n {
+        pieces.extend([Piece::Text("."), Piece::Sleep(gap)]);
+    }
+    pieces.push(Piece::Finish);
+    Reply::Stream(pieces)
+}
 
 /// Group `g`: `echelon1` = `a/m`, `echelon2` = `b/m`.
 fn harness(change: impl FnMut(&mut echelon_domain::spec::EchelonSpec)) -> Harness {
-    Harness::new(
-        Builder::new()
-            .provider("a", 1)
-            .provider("b", 1)
-            .model("a/m", None)
-            .model("b/m", None)
-            .group("g", &[&["a/m"], &["b/m"]])
-            .echelons(change)
-            .build(),
-    )
+    Harness::new(Builder::two_echelons(1).echelons(change).build())
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_clean_stream_ends_normally_and_records_a_success() {
     let h = harness(|_| {});
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     assert_eq!(&*served.model, "m-up");
     assert_eq!(served.value.model().as_ref(), "m-up");
     let events = drain(served.value).await;
@@ -61,7 +64,7 @@ async fn an_error_before_the_first_content_fails_over() {
     ] {
         let h = harness(|_| {});
         h.backend.on("a/m", [broken.clone()]);
-        let served = h.gateway.stream("group:g", request()).await.unwrap();
+        let served = h.streamed().await;
         assert!(
             served.route.to_string().contains("echelon2"),
             "{broken:?}: {}",
@@ -101,7 +104,7 @@ async fn an_error_after_the_first_content_ends_the_stream_with_one_failure_event
             Piece::Finish,
         ])],
     );
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let events = drain(served.value).await;
     assert_eq!(text(&events), "hello");
     assert_eq!(failures(&events), [&cut]);
@@ -136,7 +139,7 @@ async fn a_stall_after_content_fails_after_the_idle_timeout() {
             Piece::Hang,
         ])],
     );
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let started = tokio::time::Instant::now();
     let events = drain(served.value).await;
     assert_eq!(
@@ -160,15 +163,9 @@ async fn a_trickling_stream_fails_at_the_attempt_total_time() {
         e.idle_timeout = secs(3);
         e.timeout = secs(5);
     });
-    let mut pieces = vec![Piece::Role];
-    for _ in 0..20 {
-        pieces.push(Piece::Text("."));
-        pieces.push(Piece::Sleep(secs(1)));
-    }
-    pieces.push(Piece::Finish);
-    h.backend.on("a/m", [Reply::Stream(pieces)]);
+    h.backend.on("a/m", [dots(20, secs(1))]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let events = drain(served.value).await;
     assert_eq!(started.elapsed(), secs(5));
     let errors = failures(&events);
@@ -194,7 +191,7 @@ async fn a_slow_first_token_fails_over_after_the_first_token_timeout() {
         ])],
     );
     let started = tokio::time::Instant::now();
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     assert_eq!(started.elapsed(), secs(2));
     assert_eq!(
         results(&served.attempts),
@@ -215,7 +212,7 @@ async fn headers_that_never_come_count_against_the_first_token_timeout() {
     let h = harness(|e| e.first_token_timeout = secs(2));
     h.backend.on("a/m", [Reply::Hang]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     assert_eq!(started.elapsed(), secs(2));
     assert!(finished_normally(&drain(served.value).await));
     h.assert_idle();
@@ -224,7 +221,7 @@ async fn headers_that_never_come_count_against_the_first_token_timeout() {
 #[tokio::test(start_paused = true)]
 async fn role_chunks_before_the_first_content_are_relayed_once() {
     let h = harness(|_| {});
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let events = drain(served.value).await;
     let roles = events
         .iter()
@@ -239,7 +236,7 @@ async fn an_empty_answer_is_a_clean_end() {
     let h = harness(|_| {});
     h.backend
         .on("a/m", [Reply::Stream(vec![Piece::Role, Piece::Finish])]);
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let events = drain(served.value).await;
     assert!(failures(&events).is_empty());
     assert!(finished_normally(&events));
@@ -260,11 +257,7 @@ async fn a_stream_that_fails_everywhere_before_content_is_a_clean_error() {
         ])],
     );
     let f = crate::support::failure(h.gateway.stream("group:g", request()).await);
-    assert!(
-        matches!(f.verdict, Verdict::Exhausted { .. }),
-        "{:?}",
-        f.verdict
-    );
+    assert_verdict!(f, Verdict::Exhausted { .. });
     assert_eq!(
         results(&f.attempts),
         [
@@ -277,27 +270,15 @@ async fn a_stream_that_fails_everywhere_before_content_is_a_clean_error() {
 
 #[tokio::test(start_paused = true)]
 async fn the_request_deadline_ends_a_relayed_stream_without_blaming_the_upstream() {
-    let mut b = Builder::new()
-        .provider("a", 1)
-        .provider("b", 1)
-        .model("a/m", None)
-        .model("b/m", None)
-        .group("g", &[&["a/m"], &["b/m"]])
-        .echelons(|e| {
-            e.timeout = secs(30);
-            e.idle_timeout = secs(10);
-        });
+    let mut b = Builder::two_echelons(1).echelons(|e| {
+        e.timeout = secs(30);
+        e.idle_timeout = secs(10);
+    });
     b.group_mut("g").fallback.deadline = secs(3);
     let h = Harness::new(b.build());
-    let mut pieces = vec![Piece::Role];
-    for _ in 0..10 {
-        pieces.push(Piece::Text("."));
-        pieces.push(Piece::Sleep(ms(700)));
-    }
-    pieces.push(Piece::Finish);
-    h.backend.on("a/m", [Reply::Stream(pieces)]);
+    h.backend.on("a/m", [dots(10, ms(700))]);
     let started = tokio::time::Instant::now();
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     let events = drain(served.value).await;
     assert_eq!(
         started.elapsed(),
@@ -327,13 +308,9 @@ async fn a_short_retry_after_before_the_first_token_is_waited_out() {
         [crate::support::rate_limited(secs(2)), Reply::Answer],
     );
     let started = tokio::time::Instant::now();
-    let served = h.gateway.stream("group:g", request()).await.unwrap();
+    let served = h.streamed().await;
     assert_eq!(started.elapsed(), secs(2));
-    assert!(
-        served.route.to_string().contains("echelon1"),
-        "{}",
-        served.route
-    );
+    assert_route(&served, "echelon1");
     assert!(finished_normally(&drain(served.value).await));
     assert_eq!(h.backend.calls("b/m"), 0);
     h.assert_idle();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use echelon_application::backends::{BackendError, BackendFactory};
-use echelon_application::gateway::{EngineOptions, FailedRequest, Gateway, ServeError};
+use echelon_application::gateway::{EngineOptions, FailedRequest, Gateway, ServeError, Served};
 use echelon_application::stream::{ResponseStream, StreamEvent};
 use echelon_domain::chat::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamChunk, Usage,
@@ -48,6 +48,20 @@ pub struct Builder {
 impl Builder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Providers `a` (with `keys_a` keys) and `b` (one key), and their models `a/m` and `b/m`.
+    pub fn two_models(keys_a: usize) -> Self {
+        Self::new()
+            .provider("a", keys_a)
+            .provider("b", 1)
+            .model("a/m", None)
+            .model("b/m", None)
+    }
+
+    /// [`Self::two_models`] in group `g`: `echelon1` = `a/m`, `echelon2` = `b/m`.
+    pub fn two_echelons(keys_a: usize) -> Self {
+        Self::two_models(keys_a).group("g", &[&["a/m"], &["b/m"]])
     }
 
     /// A provider with `keys` keys.
@@ -320,42 +334,38 @@ fn response(model: &str, text: String) -> ChatResponse {
     }
 }
 
+/// Plays a reply up to its answer: waits out its delays, never ends on a hang, and gives the
+/// pieces of a stream (`None` for the plain answer) or the failure.
+async fn settle(mut reply: Reply) -> Result<Option<Vec<Piece>>, UpstreamError> {
+    loop {
+        match reply {
+            Reply::Answer => return Ok(None),
+            Reply::Stream(pieces) => return Ok(Some(pieces)),
+            Reply::Fail(e) => return Err(e),
+            Reply::Hang => std::future::pending::<()>().await,
+            Reply::After(d, rest) => {
+                tokio::time::sleep(d).await;
+                reply = *rest;
+            }
+        }
+    }
+}
+
 impl ChatBackend for ScriptBackend {
     async fn complete(&self, call: Call<'_>) -> Result<ChatResponse, UpstreamError> {
         let _live = Live::start(&self.live);
-        let mut reply = self.next_reply(call, false);
-        loop {
-            return match reply {
-                Reply::Answer => Ok(response(call.upstream_model, "hello world".into())),
-                Reply::Stream(pieces) => Ok(response(call.upstream_model, text_of(&pieces))),
-                Reply::Fail(e) => Err(e),
-                Reply::Hang => std::future::pending().await,
-                Reply::After(d, rest) => {
-                    tokio::time::sleep(d).await;
-                    reply = *rest;
-                    continue;
-                }
-            };
-        }
+        let text = match settle(self.next_reply(call, false)).await? {
+            None => "hello world".into(),
+            Some(pieces) => text_of(&pieces),
+        };
+        Ok(response(call.upstream_model, text))
     }
 
     async fn stream(&self, call: Call<'_>) -> Result<ChunkStream, UpstreamError> {
         let live = Live::start(&self.live);
-        let mut reply = self.next_reply(call, true);
+        let pieces = settle(self.next_reply(call, true)).await?;
         let model = call.upstream_model.to_owned();
-        loop {
-            return match reply {
-                Reply::Answer => Ok(stream_of(answer_stream(), model, live)),
-                Reply::Stream(pieces) => Ok(stream_of(pieces, model, live)),
-                Reply::Fail(e) => Err(e),
-                Reply::Hang => std::future::pending().await,
-                Reply::After(d, rest) => {
-                    tokio::time::sleep(d).await;
-                    reply = *rest;
-                    continue;
-                }
-            };
-        }
+        Ok(stream_of(pieces.unwrap_or_else(answer_stream), model, live))
     }
 
     async fn probe(&self, _instance: &InstanceId) -> Result<(), UpstreamError> {
@@ -389,6 +399,21 @@ pub struct Harness {
 impl Harness {
     pub fn new(topology: Topology) -> Self {
         Self::with_timeout(topology, secs(300))
+    }
+
+    /// A request on group `g` that must be answered.
+    pub async fn answered(&self) -> Served<ChatResponse> {
+        self.gateway.complete("group:g", request()).await.unwrap()
+    }
+
+    /// A request on group `g` that must fail.
+    pub async fn failure(&self) -> FailedRequest {
+        failure(self.gateway.complete("group:g", request()).await)
+    }
+
+    /// A streamed request on group `g` whose stream must start.
+    pub async fn streamed(&self) -> Served<ResponseStream> {
+        self.gateway.stream("group:g", request()).await.unwrap()
     }
 
     /// A gateway whose engine-wide request timeout is `request_timeout`.
@@ -438,6 +463,25 @@ impl Harness {
 pub fn assert_idle(snapshot: &TableSnapshot) {
     snapshot::assert_idle(snapshot, "after the request");
 }
+
+/// Asserts that `served` was answered through `part` of its route: an echelon, a pool or an
+/// instance.
+#[track_caller]
+pub fn assert_route<T>(served: &Served<T>, part: &str) {
+    let route = served.route.to_string();
+    assert!(
+        route.contains(part),
+        "served by {route}, not through {part}"
+    );
+}
+
+/// Asserts that a failed request's verdict matches a pattern, and shows the verdict when not.
+macro_rules! assert_verdict {
+    ($failed:expr, $pattern:pat) => {
+        assert!(matches!($failed.verdict, $pattern), "{:?}", $failed.verdict)
+    };
+}
+pub(crate) use assert_verdict;
 
 /// The failure of a request that was expected to fail.
 pub fn failure<T: std::fmt::Debug>(result: Result<T, ServeError>) -> FailedRequest {
