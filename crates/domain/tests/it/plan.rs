@@ -8,7 +8,7 @@ use echelon_domain::instance::Unavailable;
 use echelon_domain::plan::{AttemptResult, Outcome, RequestFacts, Step, Verdict, WaitReason};
 use echelon_domain::spec::{FallbackStrategy, Limits, PoolFallbackStrategy, RotationStrategy};
 
-use crate::support::{Builder, fail, fail_with, ok, secs};
+use crate::support::{Builder, fail, fail_with, failing, ok, secs, served_only_by};
 
 fn two_tiers(strategy: FallbackStrategy) -> Builder {
     Builder::new()
@@ -22,13 +22,7 @@ fn two_tiers(strategy: FallbackStrategy) -> Builder {
 #[test]
 fn echelon_down_tries_every_key_then_the_next_echelon() {
     let w = two_tiers(FallbackStrategy::EchelonDown).build();
-    let (v, labels) = w.request("group:g", |a| {
-        if a.instance.model.provider.as_str() == "a" {
-            fail(ErrorClass::Server)
-        } else {
-            ok()
-        }
-    });
+    let (v, labels) = w.request("group:g", failing("a", ErrorClass::Server));
     assert_eq!(v, Verdict::Served);
     assert_eq!(labels.len(), 3);
     assert!(labels[0].starts_with("g › echelon1 › a/big#"));
@@ -139,13 +133,10 @@ fn context_length_moves_only_to_larger_windows() {
             &[&["a/small"], &["a/same", "a/unknown"], &["a/large"]],
         )
         .build();
-    let (v, labels) = w.request("group:g", |a| {
-        if a.instance.model.model.as_str() == "large" {
-            ok()
-        } else {
-            fail(ErrorClass::ContextLength)
-        }
-    });
+    let (v, labels) = w.request(
+        "group:g",
+        served_only_by("a/large", ErrorClass::ContextLength),
+    );
     assert_eq!(v, Verdict::Served);
     assert_eq!(
         labels,
@@ -193,13 +184,7 @@ fn provider_failover_skips_the_failed_provider_everywhere() {
         )
         .build();
     let mut plan = w.plan("group:g");
-    let v = w.run(&mut plan, |a| {
-        if a.instance.model.provider.as_str() == "a" {
-            fail(ErrorClass::Timeout)
-        } else {
-            ok()
-        }
-    });
+    let v = w.run(&mut plan, failing("a", ErrorClass::Timeout));
     assert_eq!(v, Verdict::Served);
     let labels: Vec<_> = plan
         .attempts()
@@ -214,13 +199,7 @@ fn provider_failover_skips_the_failed_provider_everywhere() {
     // A 429 is about a key, not the provider: echelon_down-style rotation continues.
     w.clock.advance(secs(600));
     let mut plan = w.plan("group:g");
-    let v = w.run(&mut plan, |a| {
-        if a.instance.model.provider.as_str() == "a" {
-            fail(ErrorClass::RateLimited)
-        } else {
-            ok()
-        }
-    });
+    let v = w.run(&mut plan, failing("a", ErrorClass::RateLimited));
     assert_eq!(v, Verdict::Served);
 }
 
@@ -261,13 +240,7 @@ fn group_fallback_follows_groups_and_single_echelons_and_drops_cycles() {
         .fallback_to("second", &["first"])
         .build();
     let mut plan = w.plan("group:first");
-    let v = w.run(&mut plan, |a| {
-        if a.instance.model.model.as_str() == "y" {
-            ok()
-        } else {
-            fail(ErrorClass::Server)
-        }
-    });
+    let v = w.run(&mut plan, served_only_by("a/y", ErrorClass::Server));
     assert_eq!(v, Verdict::Served);
     let labels: Vec<_> = plan
         .attempts()
@@ -308,13 +281,7 @@ fn pool_fallback_continues_with_fallback_pools() {
     b.pool_mut("main").fallback.max_instance_attempts = 1;
     b.pool_mut("main").fallback.fallback_pools = vec!["spare".into(), "main".into()];
     let w = b.build();
-    let (v, labels) = w.request("pool:main", |a| {
-        if a.instance.model.provider.as_str() == "b" {
-            ok()
-        } else {
-            fail(ErrorClass::Connect)
-        }
-    });
+    let (v, labels) = w.request("pool:main", served_only_by("b", ErrorClass::Connect));
     assert_eq!(v, Verdict::Served);
     assert_eq!(
         labels.len(),
@@ -357,13 +324,7 @@ fn an_echelon_rotates_over_its_own_targets_and_never_leads_with_a_fallback_pool(
     );
     assert!(firsts.iter().any(|l| l.contains("a/m")) && firsts.iter().any(|l| l.contains("b/m")));
     // When the primaries fail, the fallback pool still serves.
-    let (v, labels) = w.request("group:g", |a| {
-        if a.instance.model.provider.as_str() == "c" {
-            ok()
-        } else {
-            fail(ErrorClass::Connect)
-        }
-    });
+    let (v, labels) = w.request("group:g", served_only_by("c", ErrorClass::Connect));
     assert_eq!(v, Verdict::Served, "{labels:?}");
     assert!(labels.last().unwrap().contains("c/m"));
 }

@@ -208,6 +208,22 @@ pub fn fail(class: ErrorClass) -> Outcome {
     }
 }
 
+/// Whether an attempt goes to `to`: a provider (`a`) or a model (`a/large`).
+fn goes_to(attempt: &Attempt, to: &str) -> bool {
+    let model = &attempt.instance.model;
+    model.provider.as_str() == to || model.to_string() == to
+}
+
+/// Attempts that go to `to` fail with `class`; every other attempt is served.
+pub fn failing(to: &str, class: ErrorClass) -> impl Fn(&Attempt) -> Outcome + '_ {
+    move |a| if goes_to(a, to) { fail(class) } else { ok() }
+}
+
+/// Only attempts that go to `to` are served; every other attempt fails with `class`.
+pub fn served_only_by(to: &str, class: ErrorClass) -> impl Fn(&Attempt) -> Outcome + '_ {
+    move |a| if goes_to(a, to) { ok() } else { fail(class) }
+}
+
 pub fn fail_with(error: UpstreamError) -> Outcome {
     Outcome::Failure {
         error,
