@@ -47,7 +47,7 @@ pub use gateway::{
     TelemetrySettings,
 };
 pub use registry::{REGISTRY_VERSION, RegistrySettings, ValidationMode};
-pub use render::render_resolved;
+pub use render::{render_resolved, resolved_json};
 pub use value::parse_duration;
 pub use watch::{Reload, WatchError, WatchHandle, watch};
 

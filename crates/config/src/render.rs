@@ -17,6 +17,12 @@ struct Resolved<'a> {
 
 /// The resolved configuration as pretty-printed JSON. Every secret prints as `[redacted]`.
 pub fn render_resolved(config: &LoadedConfig) -> String {
+    serde_json::to_string_pretty(&resolved_json(config)).unwrap_or_default()
+}
+
+/// The resolved configuration as a JSON value, for callers that add what they know (the CLI adds
+/// each provider's endpoint URLs). Every secret is `"[redacted]"`.
+pub fn resolved_json(config: &LoadedConfig) -> Value {
     let resolved = Resolved {
         validation: config.validation,
         registry: &config.registry,
@@ -26,7 +32,7 @@ pub fn render_resolved(config: &LoadedConfig) -> String {
     // Serializing plain data into a `Value` cannot fail: every map key is a string.
     let mut value = serde_json::to_value(&resolved).unwrap_or(Value::Null);
     humanize_durations(&mut value);
-    serde_json::to_string_pretty(&value).unwrap_or_default()
+    value
 }
 
 /// Replaces serde's `{"secs": N, "nanos": M}` duration objects with `"30s"`-style text.

@@ -40,7 +40,10 @@ pub struct ProviderSpec {
     pub name: ProviderName,
     /// Its protocol.
     pub kind: ProviderKind,
-    /// Base URL of its API, e.g. `https://api.openai.com/v1`.
+    /// The API root the adapters append endpoint paths to, version segment included:
+    /// `https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
+    /// `https://generativelanguage.googleapis.com/v1beta`. echelon-config normalizes what users
+    /// write to this form.
     pub base_url: String,
     /// Its keys; each becomes its own instance per model, labelled by index.
     pub api_keys: Vec<Secret>,

@@ -1,6 +1,7 @@
 //! The local step of phase 2: each provider, pool, task group and wrapper converted on its own
 //! into a draft, with its references still names; and the closed sets of names these files use.
 
+use super::base_url::{self, default_base_url};
 use super::*;
 
 /// What a wrapper points at, as written in `type`.
@@ -90,16 +91,6 @@ choice_from_val!(
     FallbackStrategy
 );
 
-/// The default base URL of a provider kind.
-pub(crate) fn default_base_url(kind: ProviderKind, name: &str) -> String {
-    match kind {
-        ProviderKind::Openai => "https://api.openai.com/v1".to_owned(),
-        ProviderKind::Anthropic => "https://api.anthropic.com/v1".to_owned(),
-        ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta".to_owned(),
-        ProviderKind::Mock => format!("mock://{name}"),
-    }
-}
-
 pub(super) fn limits(
     rpm: &Option<Val<u32>>,
     tpm: &Option<Val<u32>>,
@@ -133,13 +124,29 @@ pub(super) fn provider(name: &str, raw: RawProvider, out: &mut Vec<Diagnostic>) 
         Some(val) => {
             match val.get(out) {
                 Some(url) if kind == ProviderKind::Mock || http_url(&url) => {
-                    url.trim_end_matches('/').to_owned()
+                    match base_url::api_root(kind, &url) {
+                        Ok(root) => root,
+                        Err(wrong) => {
+                            out.push(val.diagnostic(
+                            DiagnosticKind::InvalidValue,
+                            format!(
+                                "base_url ends in the endpoint path `{}`, which the gateway appends itself",
+                                wrong.path
+                            ),
+                            Some(format!("write the API root: base_url = \"{}\"", wrong.root)),
+                        ));
+                            wrong.root
+                        }
+                    }
                 }
                 Some(_) => {
                     out.push(val.diagnostic(
                     DiagnosticKind::InvalidValue,
                     crate::value::describe("invalid base URL", &val.raw),
-                    Some("write an http:// or https:// URL, e.g. \"https://api.openai.com/v1\"".into()),
+                    Some(
+                        "write an http:// or https:// URL, e.g. \"https://api.openai.com/v1\""
+                            .into(),
+                    ),
                 ));
                     default_base_url(kind, name)
                 }

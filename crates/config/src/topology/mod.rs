@@ -40,6 +40,7 @@ use crate::raw::{
 use crate::registry::{EntryFile, Kind, Registry, ValidationMode};
 use crate::value::{Choice, OptVal, POSITIVE, Range, choice_from_val};
 
+mod base_url;
 mod link;
 mod local;
 

@@ -33,31 +33,6 @@ use super::data_url;
 use super::openai::raw;
 use super::sse::{self, EventDecoder, SseEvent, Step};
 
-/// The request path for a model, relative to the base URL: `/v1beta/models/{model}:generateContent`
-/// or `…:streamGenerateContent?alt=sse`. `None` when the model name has characters that do not
-/// belong in a path (only ASCII letters, digits, `.`, `_`, `-` and `/` are accepted).
-pub fn path(upstream_model: &str, stream: bool) -> Option<String> {
-    let model = upstream_model
-        .strip_prefix("models/")
-        .unwrap_or(upstream_model);
-    let valid = !model.is_empty()
-        && !model.starts_with('/')
-        && !model.contains("..")
-        && model
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
-    if !valid {
-        return None;
-    }
-    // Tuned models live under `tunedModels/`, every other model under `models/`.
-    let prefix = if model.contains('/') { "" } else { "models/" };
-    Some(if stream {
-        format!("/v1beta/{prefix}{model}:streamGenerateContent?alt=sse")
-    } else {
-        format!("/v1beta/{prefix}{model}:generateContent")
-    })
-}
-
 /// Encodes a `generateContent` request body (the model is in the URL).
 ///
 /// # Errors
@@ -750,25 +725,6 @@ impl EventDecoder for StreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn model_paths() {
-        assert_eq!(
-            path("gemini-2.5-flash", false).as_deref(),
-            Some("/v1beta/models/gemini-2.5-flash:generateContent")
-        );
-        assert_eq!(
-            path("models/gemini-2.5-flash", true).as_deref(),
-            Some("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
-        );
-        assert_eq!(
-            path("tunedModels/my-model", false).as_deref(),
-            Some("/v1beta/tunedModels/my-model:generateContent")
-        );
-        for bad in ["", "a?key=x", "../x", "/abs", "a b", "a#b", "a%2f"] {
-            assert_eq!(path(bad, false), None, "{bad}");
-        }
-    }
 
     #[test]
     fn finish_reasons() {

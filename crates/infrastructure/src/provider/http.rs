@@ -14,6 +14,7 @@ use http::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 
 use super::classify::{self, Phase};
+use super::endpoint::{ApiRoot, Endpoint, gemini_model};
 use super::sse::{self, SseChunkStream};
 use super::{ProviderBuildError, anthropic, gemini, openai};
 use crate::http_client::{HttpClientSettings, build_http_client};
@@ -46,14 +47,14 @@ impl core::fmt::Debug for HttpBackend {
     }
 }
 
-/// An endpoint URL with its log-safe form (no query string, no credentials).
+/// A request URL with its log-safe form (no query string, no credentials).
 #[derive(Debug, Clone)]
-struct Endpoint {
+struct Target {
     url: Url,
     shown: Box<str>,
 }
 
-impl Endpoint {
+impl Target {
     fn new(url: Url) -> Self {
         let shown = redact_url(&url).into();
         Self { url, shown }
@@ -71,66 +72,9 @@ pub fn redact_url(url: &Url) -> String {
 }
 
 enum Protocol {
-    OpenAi {
-        chat: Endpoint,
-        models: Endpoint,
-    },
-    Anthropic {
-        messages: Endpoint,
-        models: Endpoint,
-    },
-    Gemini {
-        base: Base,
-        models: Endpoint,
-    },
-}
-
-/// The base URL split into the part paths are appended to and the query kept on every request.
-struct Base {
-    prefix: String,
-    query: Option<String>,
-}
-
-impl Base {
-    fn parse(text: &str) -> Option<Self> {
-        let url = Url::parse(text.trim()).ok()?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return None;
-        }
-        let mut prefix = format!("{}://{}", url.scheme(), url.host_str()?);
-        if let Some(port) = url.port() {
-            prefix.push_str(&format!(":{port}"));
-        }
-        prefix.push_str(url.path().trim_end_matches('/'));
-        Some(Self {
-            prefix,
-            query: url.query().map(str::to_owned),
-        })
-    }
-
-    fn join(&self, path: &str) -> Option<Url> {
-        let mut text = format!("{}{path}", self.prefix);
-        if let Some(query) = &self.query {
-            text.push(if path.contains('?') { '&' } else { '?' });
-            text.push_str(query);
-        }
-        Url::parse(&text).ok()
-    }
-
-    fn is_azure(&self) -> bool {
-        Url::parse(&self.prefix)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .is_some_and(|host| {
-                [
-                    ".openai.azure.com",
-                    ".cognitiveservices.azure.com",
-                    ".services.ai.azure.com",
-                ]
-                .iter()
-                .any(|suffix| host.ends_with(suffix))
-            })
-    }
+    OpenAi { chat: Target, models: Target },
+    Anthropic { messages: Target, models: Target },
+    Gemini { root: ApiRoot, models: Target },
 }
 
 fn sensitive(value: &str) -> Option<HeaderValue> {
@@ -150,8 +94,8 @@ impl HttpBackend {
         let bad_url = || ProviderBuildError::BaseUrl {
             provider: provider.clone(),
         };
-        let base = Base::parse(&spec.base_url).ok_or_else(bad_url)?;
-        let endpoint = |path: &str| base.join(path).map(Endpoint::new).ok_or_else(bad_url);
+        let root = ApiRoot::parse(&spec.base_url).ok_or_else(bad_url)?;
+        let endpoint = |endpoint| root.url(endpoint, "").map(Target::new).ok_or_else(bad_url);
         let mut headers = Vec::new();
         let (protocol, key_header, bearer) = match spec.kind {
             ProviderKind::Anthropic => {
@@ -161,8 +105,8 @@ impl HttpBackend {
                 ));
                 (
                     Protocol::Anthropic {
-                        messages: endpoint("/v1/messages")?,
-                        models: endpoint("/v1/models")?,
+                        messages: endpoint(Endpoint::Messages)?,
+                        models: endpoint(Endpoint::Models)?,
                     },
                     HeaderName::from_static("x-api-key"),
                     false,
@@ -170,18 +114,18 @@ impl HttpBackend {
             }
             ProviderKind::Gemini => (
                 Protocol::Gemini {
-                    models: endpoint("/v1beta/models")?,
-                    base,
+                    models: endpoint(Endpoint::Models)?,
+                    root,
                 },
                 HeaderName::from_static("x-goog-api-key"),
                 false,
             ),
             ProviderKind::Openai | ProviderKind::Mock => {
                 let protocol = Protocol::OpenAi {
-                    chat: endpoint("/chat/completions")?,
-                    models: endpoint("/models")?,
+                    chat: endpoint(Endpoint::ChatCompletions)?,
+                    models: endpoint(Endpoint::Models)?,
                 };
-                if base.is_azure() {
+                if root.is_azure() {
                     (protocol, HeaderName::from_static("api-key"), false)
                 } else {
                     (protocol, http::header::AUTHORIZATION, true)
@@ -247,7 +191,7 @@ impl HttpBackend {
     fn request(
         &self,
         method: reqwest::Method,
-        endpoint: &Endpoint,
+        endpoint: &Target,
         key_index: u16,
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let mut builder = self.http.request(method, endpoint.url.clone());
@@ -271,7 +215,7 @@ impl HttpBackend {
     async fn send(
         &self,
         builder: reqwest::RequestBuilder,
-        endpoint: &Endpoint,
+        endpoint: &Target,
         instance: &InstanceId,
     ) -> Result<reqwest::Response, UpstreamError> {
         let started = tokio::time::Instant::now();
@@ -309,13 +253,20 @@ impl HttpBackend {
         Err(classify::status_error(status, &headers, &body, &self.keys))
     }
 
-    fn chat_endpoint(&self, upstream_model: &str, stream: bool) -> Result<Endpoint, UpstreamError> {
+    fn chat_endpoint(&self, upstream_model: &str, stream: bool) -> Result<Target, UpstreamError> {
         match &self.protocol {
             Protocol::OpenAi { chat, .. } => Ok(chat.clone()),
             Protocol::Anthropic { messages, .. } => Ok(messages.clone()),
-            Protocol::Gemini { base, .. } => gemini::path(upstream_model, stream)
-                .and_then(|path| base.join(&path))
-                .map(Endpoint::new)
+            Protocol::Gemini { root, .. } => gemini_model(upstream_model)
+                .and_then(|model| {
+                    let endpoint = if stream {
+                        Endpoint::StreamGenerateContent
+                    } else {
+                        Endpoint::GenerateContent
+                    };
+                    root.url(endpoint, &model)
+                })
+                .map(Target::new)
                 .ok_or_else(|| {
                     UpstreamError::new(
                         ErrorClass::InvalidRequest,
@@ -509,29 +460,6 @@ mod tests {
     }
 
     #[test]
-    fn base_keeps_the_query_on_every_path_and_logs_none() {
-        let base =
-            Base::parse("https://r.openai.azure.com/openai/deployments/d/?api-version=2024-10-21")
-                .unwrap();
-        let url = base.join("/chat/completions").unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21"
-        );
-        assert_eq!(
-            redact_url(&url),
-            "https://r.openai.azure.com/openai/deployments/d/chat/completions"
-        );
-        let with_query = Base::parse("http://127.0.0.1:8080?k=v").unwrap();
-        assert_eq!(
-            with_query.join("/x?alt=sse").unwrap().as_str(),
-            "http://127.0.0.1:8080/x?alt=sse&k=v"
-        );
-        assert!(Base::parse("ftp://example.com").is_none());
-        assert!(Base::parse("not a url").is_none());
-    }
-
-    #[test]
     fn credential_header_per_kind() {
         let header = |kind, base: &str| {
             let backend = HttpBackend::from_spec(&spec(kind, base)).unwrap();
@@ -548,13 +476,13 @@ mod tests {
             ("api-key".into(), "sk-test-0123456789".into())
         );
         assert_eq!(
-            header(ProviderKind::Anthropic, "https://api.anthropic.com"),
+            header(ProviderKind::Anthropic, "https://api.anthropic.com/v1"),
             ("x-api-key".into(), "sk-test-0123456789".into())
         );
         assert_eq!(
             header(
                 ProviderKind::Gemini,
-                "https://generativelanguage.googleapis.com"
+                "https://generativelanguage.googleapis.com/v1beta"
             ),
             ("x-goog-api-key".into(), "sk-test-0123456789".into())
         );

@@ -1,15 +1,8 @@
 //! Provider adapters: the [`ChatBackend`] port implemented over OpenAI, Anthropic, Gemini and the mock.
 //!
 //! [`ProviderClient::from_spec`] builds one client per configured provider; the key of each call
-//! is chosen by [`InstanceId::key_index`](echelon_domain::name::InstanceId). Base URL
-//! conventions per kind:
-//!
-//! | kind | `base_url` example | chat | probe |
-//! |---|---|---|---|
-//! | `openai` | `https://api.openai.com/v1` | `POST {base}/chat/completions` | `GET {base}/models` |
-//! | `anthropic` | `https://api.anthropic.com` | `POST {base}/v1/messages` | `GET {base}/v1/models` |
-//! | `gemini` | `https://generativelanguage.googleapis.com` | `POST {base}/v1beta/models/{model}:generateContent` (`:streamGenerateContent?alt=sse`) | `GET {base}/v1beta/models` |
-//! | `mock` | ignored | in process | in process |
+//! is chosen by [`InstanceId::key_index`](echelon_domain::name::InstanceId). The base URL is
+//! the API root, version included; [`endpoint`] appends each endpoint's path to it.
 //!
 //! A query string in the base URL (Azure's `?api-version=…`) is kept on every request URL and
 //! never logged. Keys travel only in headers: `Authorization: Bearer` for OpenAI-compatible
@@ -19,6 +12,7 @@
 
 pub mod anthropic;
 pub mod classify;
+pub mod endpoint;
 pub mod gemini;
 mod http;
 pub mod mock;

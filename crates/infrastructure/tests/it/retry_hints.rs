@@ -66,7 +66,7 @@ async fn gemini_retry_info_in_the_body() {
     crate::support::init_tracing();
     let body = br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"17s"}]}}"#;
     let server = Recorder::start(Canned::json(429, body.to_vec())).await;
-    let client = client(ProviderKind::Gemini, &server.base());
+    let client = client(ProviderKind::Gemini, &server.root(ProviderKind::Gemini));
     let e = complete(&client, "gemini-2.5-flash", &request("hi"))
         .await
         .unwrap_err();
@@ -80,7 +80,10 @@ async fn anthropic_overloaded_and_rate_limited() {
     crate::support::init_tracing();
     let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
     let server = Recorder::start(Canned::json(529, body.to_vec())).await;
-    let anthropic = client(ProviderKind::Anthropic, &server.base());
+    let anthropic = client(
+        ProviderKind::Anthropic,
+        &server.root(ProviderKind::Anthropic),
+    );
     let e = complete(&anthropic, "claude", &request("hi"))
         .await
         .unwrap_err();
@@ -97,7 +100,10 @@ async fn anthropic_overloaded_and_rate_limited() {
         "2000-01-01T00:00:00Z".to_owned(),
     ));
     let server = Recorder::start(canned).await;
-    let anthropic = client(ProviderKind::Anthropic, &server.base());
+    let anthropic = client(
+        ProviderKind::Anthropic,
+        &server.root(ProviderKind::Anthropic),
+    );
     let e = complete(&anthropic, "claude", &request("hi"))
         .await
         .unwrap_err();

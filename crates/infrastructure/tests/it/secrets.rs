@@ -61,9 +61,11 @@ async fn canary_key_never_leaks() {
         br#"{"error":{"code":401,"message":"no","status":"UNAUTHENTICATED"}}"#.to_vec(),
     ))
     .await;
-    let gemini =
-        ProviderClient::from_spec(&crate::support::spec(ProviderKind::Gemini, &server.base()))
-            .unwrap();
+    let gemini = ProviderClient::from_spec(&crate::support::spec(
+        ProviderKind::Gemini,
+        &server.root(ProviderKind::Gemini),
+    ))
+    .unwrap();
     let e = complete(&gemini, "gemini-2.5-flash", &request("hi"))
         .await
         .unwrap_err();

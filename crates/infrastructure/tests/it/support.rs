@@ -236,8 +236,14 @@ impl Recorder {
         Self { addr, seen, task }
     }
 
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+    /// The API root of a provider of `kind` served here, as echelon-config normalizes it.
+    pub fn root(&self, kind: ProviderKind) -> String {
+        let version = match kind {
+            ProviderKind::Anthropic => "v1",
+            ProviderKind::Gemini => "v1beta",
+            ProviderKind::Openai | ProviderKind::Mock => "v1",
+        };
+        format!("http://{}/{version}", self.addr)
     }
 
     pub fn only(&self) -> Recorded {

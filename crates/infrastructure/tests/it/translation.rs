@@ -87,7 +87,10 @@ fn gemini_request_matches_fixture() {
 async fn anthropic_round_trip_over_http() {
     crate::support::init_tracing();
     let server = Recorder::start(Canned::json(200, fixture("anthropic_response.json"))).await;
-    let client = client(ProviderKind::Anthropic, &server.base());
+    let client = client(
+        ProviderKind::Anthropic,
+        &server.root(ProviderKind::Anthropic),
+    );
     let r = complete(&client, "claude-sonnet-4-5", &conversation())
         .await
         .unwrap();
@@ -178,7 +181,10 @@ async fn anthropic_error_event_mid_stream() {
 async fn anthropic_stream_over_http() {
     crate::support::init_tracing();
     let server = Recorder::start(Canned::sse(fixture("anthropic_stream.sse"))).await;
-    let client = client(ProviderKind::Anthropic, &server.base());
+    let client = client(
+        ProviderKind::Anthropic,
+        &server.root(ProviderKind::Anthropic),
+    );
     let s = collect(
         stream(&client, "claude-sonnet-4-5", &conversation())
             .await
@@ -195,7 +201,7 @@ async fn anthropic_stream_over_http() {
 async fn gemini_round_trip_over_http() {
     crate::support::init_tracing();
     let server = Recorder::start(Canned::json(200, fixture("gemini_response.json"))).await;
-    let client = client(ProviderKind::Gemini, &server.base());
+    let client = client(ProviderKind::Gemini, &server.root(ProviderKind::Gemini));
     let r = complete(&client, "gemini-2.5-flash", &conversation())
         .await
         .unwrap();
@@ -247,7 +253,7 @@ async fn gemini_stream_fixture_and_cut() {
 async fn gemini_stream_over_http_uses_sse_path() {
     crate::support::init_tracing();
     let server = Recorder::start(Canned::sse(fixture("gemini_stream.sse"))).await;
-    let client = client(ProviderKind::Gemini, &server.base());
+    let client = client(ProviderKind::Gemini, &server.root(ProviderKind::Gemini));
     let s = collect(
         stream(&client, "gemini-2.5-flash", &conversation())
             .await
@@ -265,7 +271,7 @@ async fn gemini_stream_over_http_uses_sse_path() {
 async fn gemini_blocked_prompt_is_content_filter() {
     crate::support::init_tracing();
     let server = Recorder::start(Canned::json(200, fixture("gemini_blocked.json"))).await;
-    let client = client(ProviderKind::Gemini, &server.base());
+    let client = client(ProviderKind::Gemini, &server.root(ProviderKind::Gemini));
     let e = complete(&client, "gemini-2.5-flash", &conversation())
         .await
         .unwrap_err();

@@ -11,6 +11,8 @@ use echelon_domain::spec::{
     EchelonTarget, FallbackStrategy, PoolFallbackStrategy, ProviderKind, Topology, WrapperTarget,
 };
 
+use echelon_infrastructure::provider::endpoint::endpoint_urls;
+
 use super::table::Table;
 
 /// `1 provider`, `2 providers`.
@@ -68,7 +70,7 @@ pub fn check(dir: &Path, mode: Option<ValidationMode>) -> ExitCode {
 pub fn show(dir: &Path, resolved: bool) -> ExitCode {
     match load(dir, None) {
         Ok(config) if resolved => {
-            println!("{}", echelon_config::render_resolved(&config));
+            println!("{}", render_resolved(&config));
             ExitCode::SUCCESS
         }
         Ok(config) => {
@@ -80,6 +82,31 @@ pub fn show(dir: &Path, resolved: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The resolved tree as JSON, each provider with the `endpoints` its requests go to (query
+/// strings left out, Gemini's per-model endpoints with a `{model}` placeholder).
+pub fn render_resolved(config: &LoadedConfig) -> String {
+    let mut value = echelon_config::resolved_json(config);
+    if let Some(providers) = value
+        .pointer_mut("/topology/providers")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, spec) in &config.topology.providers {
+            let endpoints: serde_json::Map<String, serde_json::Value> = endpoint_urls(spec)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(endpoint, url)| (endpoint.name().to_owned(), url.into()))
+                .collect();
+            if let Some(provider) = providers
+                .get_mut(name.as_str())
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                provider.insert("endpoints".into(), endpoints.into());
+            }
+        }
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default()
 }
 
 /// A URL without its query string or user info, which may carry credentials.

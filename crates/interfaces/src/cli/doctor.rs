@@ -15,6 +15,7 @@ use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::name::InstanceId;
 use echelon_domain::spec::{ProviderKind, ProviderSpec, Topology};
 use echelon_infrastructure::backend_factory::ProviderBackends;
+use echelon_infrastructure::provider::endpoint::{Endpoint, endpoint_urls};
 
 use super::config::{counts, display_url, kind_name, load, plural};
 
@@ -321,6 +322,14 @@ async fn probe(provider: &ProviderSpec, instance: InstanceId, timeout: Duration)
             );
         }
     };
+    let probed = endpoint_urls(provider)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(endpoint, _)| *endpoint == Endpoint::Models)
+        .map_or_else(
+            || "the in-process mock".to_owned(),
+            |(_, url)| format!("GET {url}"),
+        );
     let started = Instant::now();
     let outcome = tokio::time::timeout(timeout, backend.probe_boxed(&instance)).await;
     let took = DurationText::approx(started.elapsed()).to_string();
@@ -329,24 +338,37 @@ async fn probe(provider: &ProviderSpec, instance: InstanceId, timeout: Duration)
             Finding::ok(format!("{name}: in-process mock, answered in {took}"))
         }
         Ok(Ok(())) => Finding::ok(format!(
-            "{name}: reachable, probe of {instance} answered in {took}"
+            "{name}: reachable, {probed} (probe of {instance}) answered in {took}"
         )),
         Err(_) => Finding::fail(
-            format!("{name}: no answer within {}", DurationText(timeout)),
+            format!(
+                "{name}: {probed}: no answer within {}",
+                DurationText(timeout)
+            ),
             format!(
                 "is the server up and reachable from here? check base_url in {file}; a slow upstream needs a larger --probe-timeout"
             ),
         ),
-        Ok(Err(error)) => probe_failure(&name, &file, &instance, &error),
+        Ok(Err(error)) => probe_failure(&name, &file, &probed, provider, &instance, &error),
     }
 }
 
-fn probe_failure(name: &str, file: &str, instance: &InstanceId, error: &UpstreamError) -> Finding {
+fn probe_failure(
+    name: &str,
+    file: &str,
+    probed: &str,
+    provider: &ProviderSpec,
+    instance: &InstanceId,
+    error: &UpstreamError,
+) -> Finding {
     let status = error.status.map(|s| format!(" ({s})")).unwrap_or_default();
     let what = format!(
-        "{name}: probe of {instance} failed{status}: {}",
+        "{name}: {probed} (probe of {instance}) failed{status}: {}",
         error.message
     );
+    if error.status == Some(404) {
+        return Finding::fail(what, not_found_remedy(provider, file));
+    }
     match error.class {
         ErrorClass::RateLimited => Finding::warn(
             format!("{name}: reachable, but rate limited{status}"),
@@ -372,7 +394,7 @@ fn probe_failure(name: &str, file: &str, instance: &InstanceId, error: &Upstream
             Finding::fail(
                 what,
                 format!(
-                    "the upstream does not accept the probe (GET /models): check base_url (it usually ends in /v1) and kind in {file}"
+                    "the upstream does not accept the probe (GET /models): check base_url and kind in {file}"
                 ),
             )
         }
@@ -380,6 +402,37 @@ fn probe_failure(name: &str, file: &str, instance: &InstanceId, error: &Upstream
             what,
             "the upstream answers with server errors; check its status page or logs, the gateway will fail over meanwhile",
         ),
+    }
+}
+
+/// What to change when the models listing is not where the base URL says: the server's API is
+/// mounted elsewhere (docs/configuration.md#base-url, one rule per kind).
+fn not_found_remedy(provider: &ProviderSpec, file: &str) -> String {
+    let root = display_url(&provider.base_url);
+    match provider.kind {
+        ProviderKind::Openai => {
+            let versioned = root.rsplit('/').next().is_some_and(|last| {
+                last.len() > 1
+                    && last.starts_with('v')
+                    && last[1..].bytes().all(|b| b.is_ascii_digit())
+            });
+            if versioned {
+                format!(
+                    "no models listing at this base_url: it must be the API root that /chat/completions and /models are appended to, as the server documents it (\"https://api.openai.com/v1\", Azure \"https://NAME.openai.azure.com/openai/v1\"); fix base_url in {file}"
+                )
+            } else {
+                format!(
+                    "OpenAI-compatible servers usually serve their API under /v1: try base_url = \"{root}/v1\" in {file}"
+                )
+            }
+        }
+        ProviderKind::Anthropic => format!(
+            "no Anthropic API at this base_url: write the server's root or its /v1 root (\"https://api.anthropic.com\" or \"https://api.anthropic.com/v1\"; messages then go to {root}/messages); fix base_url in {file}"
+        ),
+        ProviderKind::Gemini => format!(
+            "no Gemini API at this base_url: write the server's root or its version root (\"https://generativelanguage.googleapis.com\" or \".../v1beta\"; requests then go to {root}/models/MODEL:generateContent); fix base_url in {file}"
+        ),
+        ProviderKind::Mock => format!("the mock has no URL; check kind in {file}"),
     }
 }
 

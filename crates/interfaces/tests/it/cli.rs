@@ -269,6 +269,17 @@ fn config_show_summarises_the_tree_and_never_prints_a_secret() {
                 json.pointer("/gateway/auth/admin_key"),
                 Some(&serde_json::json!("[redacted]"))
             );
+            assert_eq!(
+                json.pointer("/topology/providers/openai/endpoints"),
+                Some(&serde_json::json!({
+                    "chat_completions": "http://127.0.0.1:9/v1/chat/completions",
+                    "responses": "http://127.0.0.1:9/v1/responses",
+                    "embeddings": "http://127.0.0.1:9/v1/embeddings",
+                    "models": "http://127.0.0.1:9/v1/models",
+                })),
+                "{}",
+                out.stdout
+            );
         } else {
             assert!(out.stdout.contains("chat"), "{}", out.stdout);
             assert!(out.stdout.contains("admin key: set"), "{}", out.stdout);
@@ -480,6 +491,73 @@ fn doctor_reports_unset_variables_unreachable_upstreams_and_a_taken_address() {
         "{text}"
     );
     drop(taken);
+}
+
+/// A server that answers every request with a 404 and keeps the request lines it got.
+fn not_found_server() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let _ = lines.send(line.trim_end().to_owned());
+            let body = r#"{"error":{"message":"no such path"}}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn doctor_names_the_probed_url_and_on_a_404_suggests_the_base_url_fix() {
+    let (addr, seen) = not_found_server();
+    let dir = tree(&[
+        ("gateway.toml", ""),
+        ("llms/_registry.toml", REGISTRY),
+        (
+            "llms/providers/vllm.toml",
+            &format!(
+                "kind = \"openai\"\nbase_url = \"http://{addr}/api\"\nconnect_timeout = \"1s\"\n\n[models.llama]\n"
+            ),
+        ),
+    ]);
+    let out = run(&[
+        "doctor",
+        "--config",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let text = &out.stdout;
+    assert!(
+        text.contains(&format!(
+            "FAIL  vllm (openai, http://{addr}/api): GET http://{addr}/api/models (probe of vllm/llama#0) failed (404)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "fix: OpenAI-compatible servers usually serve their API under /v1: try base_url = \"http://{addr}/api/v1\""
+        )),
+        "{text}"
+    );
+    assert_eq!(seen.recv().unwrap(), "GET /api/models HTTP/1.1");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Integration tests of the gateway binary crate: the HTTP surface and the command line.
 
 mod cli;
+mod endpoints;
 mod http;
 mod reload;
 mod support;
