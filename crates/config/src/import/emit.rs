@@ -377,6 +377,12 @@ fn pool_file(p: &PoolOut, source: &str) -> String {
     if let Some(interval) = p.health.interval {
         let _ = writeln!(t, "interval = \"{}\"", duration(interval));
     }
+    if let Some(n) = p.health.failure_threshold {
+        let _ = writeln!(
+            t,
+            "failure_threshold = {n}   # as the breaker's: failures in a row that take an instance out"
+        );
+    }
     t.push_str("\n[fallback]\n");
     let _ = writeln!(
         t,

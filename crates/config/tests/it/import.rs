@@ -11,6 +11,11 @@ use std::sync::Arc;
 
 use echelon_config::import::{self, FindingKind, Import, ImportError};
 use echelon_config::{LoadedConfig, load};
+use std::time::Duration;
+
+use echelon_domain::error::{ErrorClass, UpstreamError};
+use echelon_domain::plan::{Outcome, RequestFacts, Step};
+use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::{RoutingTable, TableOptions};
 use echelon_domain::time::{Clock as _, ManualClock};
 
@@ -132,6 +137,47 @@ fn stages(config: &LoadedConfig, wrapper: &str) -> Vec<Vec<String>> {
         .iter()
         .map(|(_, candidates)| candidates.iter().map(|(id, _)| id.clone()).collect())
         .collect()
+}
+
+/// The instances a request for `wrapper` calls when every upstream fails with `class`, in order,
+/// as the engine would drive the plan (waits are waited out on a manual clock).
+fn attempts_when_everything_fails(
+    config: &LoadedConfig,
+    wrapper: &str,
+    class: ErrorClass,
+) -> Vec<String> {
+    let clock = ManualClock::new();
+    let rng = SplitMix64::new(7);
+    let table = RoutingTable::build(
+        Arc::new(config.topology.clone()),
+        None,
+        TableOptions::default(),
+        clock.now(),
+    );
+    let route = table.resolve(wrapper).unwrap();
+    let facts = RequestFacts {
+        estimated_tokens: 100,
+        now: clock.now(),
+        deadline: None,
+    };
+    let mut plan = table.plan(&route, facts);
+    let mut called = Vec::new();
+    for _ in 0..200 {
+        match plan.next(clock.now(), &rng) {
+            Step::Attempt(attempt) => {
+                called.push(attempt.instance.to_string());
+                let error = UpstreamError::new(class, "failed").with_status(500);
+                let outcome = Outcome::Failure {
+                    error,
+                    latency: Duration::from_millis(10),
+                };
+                plan.record(attempt, outcome, clock.now(), &rng);
+            }
+            Step::Wait { until, .. } => clock.set(until),
+            Step::Done(_) => return called,
+        }
+    }
+    panic!("the plan for {wrapper} did not finish: {called:?}");
 }
 
 #[test]
@@ -279,6 +325,16 @@ fn order_becomes_echelons_in_ascending_order() {
             ["azure-gpt-4-fallback/gpt-4-fallback#0"]
         ]
     );
+    // num_retries 2 (the default): three attempts, the first on order 1, the retries on order 2
+    // once order 1 has failed, as LiteLLM's retries land there when order 1 cools down.
+    assert_eq!(
+        attempts_when_everything_fails(&config, "gpt-4", ErrorClass::Server),
+        [
+            "azure-gpt-4-primary/gpt-4-primary#0",
+            "azure-gpt-4-fallback/gpt-4-fallback#0",
+            "azure-gpt-4-fallback/gpt-4-fallback#0"
+        ]
+    );
 }
 
 #[test]
@@ -316,6 +372,16 @@ fn retries_timeouts_cooldowns_and_fallbacks_follow_litellm() {
     let single = &config.topology.task_groups["gpt-3-5-turbo"];
     assert_eq!(single.echelons[0].max_retries, 3);
     assert_eq!(group.echelons[0].max_retries, 0);
+    // Every upstream failing with a 500: four attempts on zephyr-beta, each on a server not yet
+    // tried (three, so the fourth finds none left), then four on the fallback group.
+    let called = attempts_when_everything_fails(&config, "zephyr-beta", ErrorClass::Server);
+    assert_eq!(called.len(), 7, "{called:?}");
+    let (zephyr, fallback) = called.split_at(3);
+    assert!(
+        zephyr.iter().all(|i| i.contains("zephyr-7b-beta")),
+        "{called:?}"
+    );
+    assert_eq!(fallback, ["openai/gpt-3.5-turbo#0"; 4], "{called:?}");
 }
 
 #[test]

@@ -82,25 +82,32 @@ pub(super) fn plan_group(
                 Level::Unordered => p.deployment.order.is_none(),
             })
             .collect();
-        let pool_name = match level {
+        let stem = match level {
             Level::All => group_name.clone(),
             Level::Order(o) => format!("{group_name}-order{o}"),
             Level::Unordered => format!("{group_name}-unordered"),
         };
+        let pool_name = unique(&stem, |n| tree.pools.iter().any(|p| p.name == n));
         let pool = plan_pool(
             &pool_name, model_name, *level, &in_level, router, proxy, tree,
         );
-        let single = pool.instances.len() == 1;
-        let (max_retries, retries_note) = if single {
-            (
+        // LiteLLM's retries pick a deployment again: another one of the level, or, once a
+        // failed one cools down, one of the next order. Only a group's last level retries
+        // the same instance, when it is the only one.
+        let last = n + 1 == levels.len();
+        let (max_retries, retries_note) = match (pool.instances.len() == 1, last) {
+            (true, true) => (
                 num_retries.min(MAX_RETRIES),
                 format!("one instance: LiteLLM's num_retries ({num_retries}) retry it"),
-            )
-        } else {
-            (
+            ),
+            (true, false) => (
+                0,
+                "a retry goes to the next echelon, as LiteLLM picks the next order once this deployment cools down".to_owned(),
+            ),
+            (false, _) => (
                 0,
                 "a retry goes to another instance, as LiteLLM picks a deployment again".to_owned(),
-            )
+            ),
         };
         let timeout = level_timeout(&in_level, |d| d.timeout, router.timeout.as_ref());
         let stream_timeout = level_timeout(
@@ -127,12 +134,12 @@ pub(super) fn plan_group(
         });
         tree.pools.push(pool);
     }
+    let line = members
+        .iter()
+        .map(|&i| placed[i].deployment.line)
+        .min()
+        .unwrap_or(1);
     if levels.contains(&Level::Unordered) {
-        let line = members
-            .iter()
-            .map(|&i| placed[i].deployment.line)
-            .min()
-            .unwrap_or(1);
         tree.findings.push(finding(
             line,
             &format!("model_list ({model_name})"),
@@ -143,11 +150,6 @@ pub(super) fn plan_group(
     if levels.iter().any(|l| matches!(l, Level::Order(_)))
         && router.pre_call_checks.as_ref().is_none_or(|s| !s.value)
     {
-        let line = members
-            .iter()
-            .map(|&i| placed[i].deployment.line)
-            .min()
-            .unwrap_or(1);
         tree.findings.push(finding(
             line,
             &format!("model_list ({model_name})"),
@@ -266,7 +268,7 @@ fn plan_pool(
             }
         ),
         breaker: breaker(router),
-        health: health(proxy),
+        health: health(proxy, router),
     }
 }
 
@@ -409,8 +411,14 @@ fn breaker(router: &Router) -> BreakerOut {
     }
 }
 
-fn health(proxy: &Proxy) -> HealthOut {
-    match &proxy.health_checks {
+fn health(proxy: &Proxy, router: &Router) -> HealthOut {
+    // LiteLLM takes a deployment out only by cooling it down: its health follows the same
+    // count as the breaker when allowed_fails sets one.
+    let failure_threshold = router
+        .allowed_fails
+        .as_ref()
+        .map(|s| s.value.saturating_add(1));
+    let mut out = match &proxy.health_checks {
         Some(s) if s.value => HealthOut {
             enabled: true,
             interval: Some(
@@ -423,14 +431,18 @@ fn health(proxy: &Proxy) -> HealthOut {
                 "{} (line {}); Echelon's probe lists models, which costs nothing, where LiteLLM's sends a completion",
                 s.key, s.line
             ),
+            failure_threshold: None,
         },
         _ => HealthOut {
             enabled: false,
             interval: None,
             note: "LiteLLM probes deployments only with general_settings.background_health_checks"
                 .to_owned(),
+            failure_threshold: None,
         },
-    }
+    };
+    out.failure_threshold = failure_threshold;
+    out
 }
 
 /// The largest timeout of a level's deployments, else the router's.

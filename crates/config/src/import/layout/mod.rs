@@ -130,6 +130,8 @@ pub(crate) struct HealthOut {
     pub enabled: bool,
     pub interval: Option<Duration>,
     pub note: String,
+    /// Failures in a row that take an instance out, when `allowed_fails` says.
+    pub failure_threshold: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -24,21 +24,12 @@ pub(super) fn read_deployment(
         return None;
     };
     d.model_name = name;
-    let Some(params) = item.get("litellm_params").filter(|p| p.is_map()) else {
+    let params = item.get("litellm_params").filter(|p| p.is_map());
+    let Some((params, model)) =
+        params.and_then(|p| p.get("model").and_then(Yaml::text).map(|m| (p, m)))
+    else {
         source.finding(
             item.line,
-            label,
-            FindingKind::NotMapped,
-            format!(
-                "`{}` has no litellm_params.model: there is no upstream to call",
-                d.model_name
-            ),
-        );
-        return None;
-    };
-    let Some(model) = params.get("model").and_then(Yaml::text) else {
-        source.finding(
-            params.line,
             label,
             FindingKind::NotMapped,
             format!(
