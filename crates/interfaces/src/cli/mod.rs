@@ -75,7 +75,7 @@ Examples:
         #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=64))]
         clients: u16,
     },
-    /// Check or print the configuration tree.
+    /// Check, print or import the configuration tree.
     Config {
         /// What to do with it.
         #[command(subcommand)]
