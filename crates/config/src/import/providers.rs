@@ -327,6 +327,20 @@ fn custom_base(row: &Row, url: &str) -> String {
     Text::Literal(url).template()
 }
 
+/// Whether an OpenAI-compatible `api_base` is a bare host, which Echelon roots at `/v1` where
+/// LiteLLM (through the OpenAI SDK) appends `/chat/completions` to it as it is.
+pub(crate) fn bare_openai_host(endpoint: &Endpoint) -> bool {
+    endpoint.kind == ProviderKind::Openai
+        && endpoint.base_url.as_deref().is_some_and(|url| {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let rest = rest.split(['?', '#']).next().unwrap_or_default();
+            !url.starts_with("${")
+                && rest
+                    .split_once('/')
+                    .is_none_or(|(_, path)| path.trim_matches('/').is_empty())
+        })
+}
+
 /// Why a literal `api_base` is refused; the value is not shown, as it may hold credentials.
 const NOT_A_URL: &str =
     "its api_base is not an http:// or https:// URL (not shown: it may hold credentials)";

@@ -33,6 +33,17 @@ pub(super) fn place(deployments: Vec<Deployment>, tree: &mut Tree) -> Vec<Placed
                         ),
                     ));
                 }
+                if providers::bare_openai_host(&endpoint) {
+                    tree.findings.push(finding(
+                        deployment.line,
+                        &label,
+                        FindingKind::Warning,
+                        format!(
+                            "`{}`: its api_base has no path; LiteLLM calls api_base + /chat/completions, Echelon api_base + /v1/chat/completions (its root for a bare host): write the path the server answers under if it is not /v1",
+                            deployment.model_name
+                        ),
+                    ));
+                }
                 let (provider, key) = provider_slot(&deployment, &endpoint, tree);
                 placed.push(Placed {
                     deployment,
