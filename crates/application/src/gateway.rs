@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -108,6 +109,8 @@ pub struct Gateway {
     clock: TokioClock,
     rng: Arc<dyn Random>,
     options: EngineOptions,
+    /// `options.request_timeout` until a reload sets another, in nanoseconds.
+    request_timeout: AtomicU64,
     /// Makes reloads one at a time, so that each builds on the generation before it.
     reload_lock: Mutex<()>,
 }
@@ -145,6 +148,7 @@ impl Gateway {
             factory,
             clock,
             rng,
+            request_timeout: AtomicU64::new(nanos(options.request_timeout)),
             options,
             reload_lock: Mutex::new(()),
         })
@@ -177,6 +181,18 @@ impl Gateway {
             backends,
         }));
         Ok(number)
+    }
+
+    /// Sets the upper bound on every request that starts from now on (`[server]
+    /// request_timeout` after a reload); requests in flight keep the deadline they started with.
+    pub fn set_request_timeout(&self, timeout: Duration) {
+        self.request_timeout
+            .store(nanos(timeout), Ordering::Relaxed);
+    }
+
+    /// The upper bound on a request starting now.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_nanos(self.request_timeout.load(Ordering::Relaxed))
     }
 
     /// The live generation.
@@ -365,7 +381,7 @@ impl Gateway {
             RequestFacts {
                 estimated_tokens,
                 now,
-                deadline: Some(now + self.options.request_timeout),
+                deadline: Some(now + self.request_timeout()),
             },
         )
     }
@@ -469,6 +485,10 @@ pub(crate) fn timeout_outcome(
         ),
         latency,
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn backend_for<'a>(live: &'a Generation, attempt: &Attempt) -> Option<&'a Arc<dyn DynChatBackend>> {

@@ -4,7 +4,7 @@
 use core::time::Duration;
 
 use echelon_domain::defaults::{
-    breaker, echelon, health, pool, provider, route, server, task_group,
+    alerts, breaker, echelon, health, pool, provider, route, server, task_group,
 };
 
 use crate::value::parse_duration;
@@ -152,6 +152,17 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             GATEWAY,
             "server.request_timeout",
             Time(server::REQUEST_TIMEOUT),
+        ),
+        (
+            GATEWAY,
+            "alerts.evaluation_interval",
+            Time(alerts::EVALUATION_INTERVAL),
+        ),
+        (GATEWAY, "alerts.rules[].cooldown", Time(alerts::COOLDOWN)),
+        (
+            GATEWAY,
+            "alerts.rules[].window",
+            Time(alerts::THRESHOLD_WINDOW),
         ),
     ]
 }

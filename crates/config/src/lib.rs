@@ -76,6 +76,24 @@ pub struct LoadedConfig {
     pub warnings: Vec<Diagnostic>,
 }
 
+impl LoadedConfig {
+    /// The settings of `self` that differ from the configuration a running gateway `started`
+    /// with and only take effect on a restart, by key path: `server.listen` and the HTTP
+    /// server's other limits, every `[telemetry]` and `[state]` setting, and the registry's
+    /// `global.hot_reload` and `global.debounce` (the file watcher's). Everything else (the whole
+    /// `llms/` tree, `[auth]`, `server.request_timeout`, `[alerts]`) takes effect on reload.
+    pub fn restart_needed(&self, started: &Self) -> Vec<&'static str> {
+        let mut keys = self.gateway.restart_needed(&started.gateway);
+        if self.registry.hot_reload != started.registry.hot_reload {
+            keys.push("global.hot_reload");
+        }
+        if self.registry.debounce != started.registry.debounce {
+            keys.push("global.debounce");
+        }
+        keys
+    }
+}
+
 /// Options of [`load_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {

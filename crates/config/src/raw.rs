@@ -330,6 +330,7 @@ pub(crate) struct RawState {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAlerts {
+    pub evaluation_interval: Option<Val<Duration>>,
     pub webhooks: Option<Vec<Val<Secret>>>,
     pub rules: Option<Vec<RawAlertRule>>,
 }

@@ -117,5 +117,19 @@ pub mod server {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
+/// `gateway.toml` `[alerts]`.
+pub mod alerts {
+    use core::time::Duration;
+
+    /// `evaluation_interval`: time between two evaluations of the alert rules.
+    pub const EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
+    /// `rules[].cooldown`: least time between two firings of the same alert.
+    pub const COOLDOWN: Duration = Duration::from_secs(600);
+    /// `rules[].window` of a threshold rule.
+    pub const THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
+    /// `rules[].window` of a trend rule.
+    pub const TREND_WINDOW: Duration = Duration::from_secs(300);
+}
+
 /// Cooldown of an instance after a 429 that did not say how long to wait (no `Retry-After`).
 pub const RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(5);

@@ -7,6 +7,9 @@
 //! delivery that fails with a connection error, a timeout, a 429 or a 5xx is retried up to
 //! [`WebhookOptions::max_attempts`] times with doubling waits; any other answer is final. URLs
 //! may hold tokens, so they are secrets: logs name a webhook by its position in the list.
+//! [`WebhookNotifier::set_urls`] replaces the list (a configuration reload): notices queued
+//! before go to the list that is current when they are delivered, and with no URL nothing is
+//! queued.
 //!
 //! The body is the notice as JSON:
 //!
@@ -19,7 +22,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use echelon_application::alerts::{AlertNotice, AlertNotifier};
@@ -100,6 +103,7 @@ pub enum WebhookError {
 pub struct WebhookNotifier {
     queue: mpsc::Sender<AlertNotice>,
     stats: Arc<WebhookStats>,
+    urls: Arc<RwLock<Arc<[Secret]>>>,
 }
 
 impl WebhookNotifier {
@@ -121,6 +125,8 @@ impl WebhookNotifier {
         let (queue, mut pending) = mpsc::channel(options.queue.max(1));
         let stats = Arc::new(WebhookStats::default());
         let worker_stats = Arc::clone(&stats);
+        let urls: Arc<RwLock<Arc<[Secret]>>> = Arc::new(RwLock::new(Arc::from(urls)));
+        let current = Arc::clone(&urls);
         let task = BackgroundTask::spawn("alert webhooks", move |mut stop| async move {
             loop {
                 let notice = tokio::select! {
@@ -131,6 +137,7 @@ impl WebhookNotifier {
                     _ = stop.changed() => break,
                 };
                 let body = body(&notice);
+                let urls = Arc::clone(&current.read().unwrap_or_else(PoisonError::into_inner));
                 for (index, url) in urls.iter().enumerate() {
                     let delivery = deliver(&client, url, index, &body, options, &worker_stats);
                     tokio::select! {
@@ -140,7 +147,12 @@ impl WebhookNotifier {
                 }
             }
         });
-        Ok((Self { queue, stats }, task))
+        Ok((Self { queue, stats, urls }, task))
+    }
+
+    /// Replaces the URLs notices are posted to, from the next delivery on.
+    pub fn set_urls(&self, urls: Vec<Secret>) {
+        *self.urls.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(urls);
     }
 
     /// The delivery counters.
@@ -151,6 +163,14 @@ impl WebhookNotifier {
 
 impl AlertNotifier for WebhookNotifier {
     fn notify(&self, notice: &AlertNotice) {
+        if self
+            .urls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            return;
+        }
         if self.queue.try_send(notice.clone()).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(alert = %notice.rule, "alert webhook queue full; notice dropped");

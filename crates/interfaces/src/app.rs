@@ -5,13 +5,12 @@
 //! `POST /admin/config/reload`), and hands the HTTP server its state.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use echelon_application::alerts::{
-    self, AlertEngine, AlertEngineOptions, AlertNotifier, LogNotifier, Notifiers, ReadingSource,
+    AlertEngine, AlertEngineOptions, AlertNotifier, LogNotifier, Notifiers, ReadingSource,
     SnapshotReadings,
 };
 use echelon_application::backends::BackendFactory;
@@ -51,6 +50,9 @@ pub struct ReloadRecord {
     pub errors: Vec<String>,
     /// Warnings, including entries dropped in lenient mode.
     pub warnings: Vec<String>,
+    /// Settings that changed but are bound at start (`server.listen`, …): the running gateway
+    /// keeps its old values until it is restarted.
+    pub restart_needed: Vec<&'static str>,
 }
 
 /// Reload counters and the last result.
@@ -64,15 +66,19 @@ pub struct ReloadStatus {
     pub last: Option<ReloadRecord>,
 }
 
-/// Keeps the running gateway in step with the configuration folder.
+/// Keeps the running gateway in step with the configuration folder: a valid tree swaps in the
+/// routing table and backends, client and admin keys, the request timeout, alert rules and
+/// webhook URLs; settings bound at start are reported as needing a restart.
 pub struct ConfigControl {
     dir: PathBuf,
     gateway: Arc<Gateway>,
     metrics: Arc<Metrics>,
     keys: Arc<ArcSwap<KeyRing>>,
+    operations: Arc<Operations>,
     current: ArcSwap<LoadedConfig>,
+    /// The configuration the running gateway was started with.
+    started: Arc<LoadedConfig>,
     status: Mutex<ReloadStatus>,
-    applied: AtomicU64,
 }
 
 impl std::fmt::Debug for ConfigControl {
@@ -92,6 +98,12 @@ impl ConfigControl {
     /// The configuration serving now.
     pub fn current(&self) -> Arc<LoadedConfig> {
         self.current.load_full()
+    }
+
+    /// Settings of the serving configuration that differ from those the gateway started with
+    /// and only take effect on a restart.
+    pub fn restart_needed(&self) -> Vec<&'static str> {
+        self.current.load().restart_needed(&self.started)
     }
 
     /// Reload counters and the last result.
@@ -116,11 +128,22 @@ impl ConfigControl {
                 let warnings = config.warnings.iter().map(ToString::to_string).collect();
                 match self.gateway.reload(config.topology.clone()) {
                     Ok(generation) => {
-                        self.keys.store(Arc::new(key_ring(&config)));
+                        self.apply_gateway_settings(&config.gateway);
+                        let restart_needed = config.restart_needed(&self.started);
                         self.current.store(Arc::new(config));
-                        self.applied.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(generation, trigger, "configuration reloaded");
-                        record(trigger, true, generation, Vec::new(), warnings)
+                        if restart_needed.is_empty() {
+                            tracing::info!(generation, trigger, "configuration reloaded");
+                        } else {
+                            tracing::warn!(
+                                generation,
+                                trigger,
+                                restart_needed = %restart_needed.join(", "),
+                                "configuration reloaded; these settings take effect on the next restart"
+                            );
+                        }
+                        let mut record = record(trigger, true, generation, Vec::new(), warnings);
+                        record.restart_needed = restart_needed;
+                        record
                     }
                     Err(error) => {
                         tracing::error!(%error, trigger, "configuration rejected: a backend could not be built");
@@ -164,6 +187,25 @@ impl ConfigControl {
     }
 }
 
+impl ConfigControl {
+    /// Applies what a running gateway can take from `gateway.toml` without a restart.
+    fn apply_gateway_settings(&self, settings: &GatewaySettings) {
+        self.keys.store(Arc::new(key_ring(settings)));
+        self.gateway
+            .set_request_timeout(settings.server.request_timeout);
+        if let Some(engine) = self.operations.alerts.get() {
+            engine.set_evaluation_interval(settings.alerts.evaluation_interval);
+            if engine.rules() != settings.alerts.rules {
+                let now = echelon_domain::time::Clock::now(self.gateway.clock());
+                engine.set_rules(&settings.alerts.rules, now);
+            }
+        }
+        if let Some(webhooks) = self.operations.webhooks.get() {
+            webhooks.set_urls(settings.alerts.webhooks.clone());
+        }
+    }
+}
+
 fn record(
     trigger: &'static str,
     applied: bool,
@@ -180,14 +222,15 @@ fn record(
         generation,
         errors,
         warnings,
+        restart_needed: Vec::new(),
     }
 }
 
 /// The client and admin keys of a configuration.
-pub fn key_ring(config: &LoadedConfig) -> KeyRing {
+pub fn key_ring(settings: &GatewaySettings) -> KeyRing {
     KeyRing::new(
-        config.gateway.auth.api_keys.clone(),
-        config.gateway.auth.admin_key.clone(),
+        settings.auth.api_keys.clone(),
+        settings.auth.admin_key.clone(),
     )
 }
 
@@ -215,6 +258,8 @@ pub struct Operations {
     pub checker: std::sync::OnceLock<Arc<HealthChecker>>,
     /// Alert rules and their state.
     pub alerts: std::sync::OnceLock<Arc<AlertEngine>>,
+    /// Alert delivery to webhooks, whose URLs follow reloads.
+    pub webhooks: std::sync::OnceLock<WebhookNotifier>,
 }
 
 impl std::fmt::Debug for Operations {
@@ -222,6 +267,7 @@ impl std::fmt::Debug for Operations {
         f.debug_struct("Operations")
             .field("checker", &self.checker.get().is_some())
             .field("alerts", &self.alerts.get().is_some())
+            .field("webhooks", &self.webhooks.get().is_some())
             .finish()
     }
 }
@@ -289,15 +335,17 @@ pub fn build(
         Arc::new(SplitMix64::new(seed)),
         engine,
     )?);
-    let keys = Arc::new(ArcSwap::from_pointee(key_ring(&config)));
+    let keys = Arc::new(ArcSwap::from_pointee(key_ring(&config.gateway)));
+    let operations = Arc::new(Operations::default());
     let control = Arc::new(ConfigControl {
         dir: dir.to_path_buf(),
         gateway: Arc::clone(&gateway),
         metrics: Arc::clone(&metrics),
         keys: Arc::clone(&keys),
+        operations: Arc::clone(&operations),
+        started: Arc::new(config.clone()),
         current: ArcSwap::from_pointee(config),
         status: Mutex::new(ReloadStatus::default()),
-        applied: AtomicU64::new(0),
     });
     Ok(Components {
         gateway,
@@ -305,7 +353,7 @@ pub fn build(
         control,
         metrics,
         history,
-        operations: Arc::new(Operations::default()),
+        operations,
     })
 }
 
@@ -346,13 +394,13 @@ pub fn start_background(
         Arc::new(LogNotifier),
         Arc::clone(&components.metrics) as Arc<dyn AlertNotifier>,
     ];
-    if !settings.alerts.webhooks.is_empty() {
-        let (webhook, task) =
-            WebhookNotifier::start(settings.alerts.webhooks.clone(), WebhookOptions::default())?;
-        components.metrics.observe_webhooks(webhook.stats());
-        notifiers.push(Arc::new(webhook));
-        tasks.push(task);
-    }
+    // Started even without URLs, so that a reload can add some; with none it queues nothing.
+    let (webhook, task) =
+        WebhookNotifier::start(settings.alerts.webhooks.clone(), WebhookOptions::default())?;
+    components.metrics.observe_webhooks(webhook.stats());
+    notifiers.push(Arc::new(webhook.clone()));
+    tasks.push(task);
+    let _ = components.operations.webhooks.set(webhook);
     let engine = Arc::new(AlertEngine::new(
         &settings.alerts.rules,
         Arc::new(Notifiers(notifiers)),
@@ -362,11 +410,8 @@ pub fn start_background(
         Arc::new(SnapshotReadings::new(Arc::clone(&components.gateway))),
         Arc::clone(&components.metrics) as Arc<dyn ReadingSource>,
     ];
-    tasks.push(Arc::clone(&engine).spawn(
-        sources,
-        Arc::new(*components.gateway.clock()),
-        alerts::DEFAULT_EVALUATION_INTERVAL,
-    ));
+    engine.set_evaluation_interval(settings.alerts.evaluation_interval);
+    tasks.push(Arc::clone(&engine).spawn(sources, Arc::new(*components.gateway.clock())));
     let _ = components.operations.alerts.set(engine);
     Ok(Background { tasks })
 }

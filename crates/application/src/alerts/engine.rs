@@ -3,6 +3,7 @@
 //! history for `GET /admin/alerts`, takes a new rule set on reload, and runs as a background task.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +17,11 @@ use super::rules::{Holding, RuleSet, SeriesMap};
 use crate::task::BackgroundTask;
 
 /// How often the background task evaluates the rules, unless told otherwise.
-pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_EVALUATION_INTERVAL: Duration =
+    echelon_domain::defaults::alerts::EVALUATION_INTERVAL;
+
+/// The shortest evaluation interval the background task keeps.
+const MIN_EVALUATION_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Bounds of the engine's memory and history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +99,8 @@ struct EngineState {
 pub struct AlertEngine {
     options: AlertEngineOptions,
     notifier: Arc<dyn AlertNotifier>,
+    /// Time between two evaluations of the background task, in nanoseconds.
+    interval: AtomicU64,
     state: Mutex<EngineState>,
 }
 
@@ -121,6 +128,7 @@ impl AlertEngine {
                 max_samples_per_series: options.max_samples_per_series.max(2),
             },
             notifier,
+            interval: AtomicU64::new(nanos(DEFAULT_EVALUATION_INTERVAL)),
             state: Mutex::new(EngineState {
                 rules: RuleSet::new(rules),
                 series: SeriesMap::new(),
@@ -135,6 +143,20 @@ impl AlertEngine {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EngineState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the time between two evaluations of the background task; it takes effect after the
+    /// wait in progress. At least 10 ms.
+    pub fn set_evaluation_interval(&self, interval: Duration) {
+        self.interval.store(
+            nanos(interval.max(MIN_EVALUATION_INTERVAL)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The time between two evaluations of the background task.
+    pub fn evaluation_interval(&self) -> Duration {
+        Duration::from_nanos(self.interval.load(Ordering::Relaxed))
     }
 
     /// The rules, as loaded.
@@ -298,32 +320,33 @@ impl AlertEngine {
         recount_targets(state);
     }
 
-    /// Runs the engine as a tokio task: every `interval`, read every source and evaluate, until
-    /// the returned handle is shut down or dropped. `clock` must be the engine's clock (the
-    /// gateway's), so that instants in notices compare with snapshots.
+    /// Runs the engine as a tokio task: read every source and evaluate at once, then again
+    /// after each [evaluation interval](Self::evaluation_interval), until the returned handle is
+    /// shut down or dropped. `clock` must be the engine's clock (the gateway's), so that instants
+    /// in notices compare with snapshots.
     pub fn spawn(
         self: Arc<Self>,
         sources: Vec<Arc<dyn ReadingSource>>,
         clock: Arc<dyn Clock>,
-        interval: Duration,
     ) -> BackgroundTask {
-        let interval = interval.max(Duration::from_millis(10));
         BackgroundTask::spawn("alert engine", move |mut stop| async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    _ = stop.changed() => break,
-                }
                 let mut readings = Vec::new();
                 for source in &sources {
                     source.read(&mut readings);
                 }
                 self.evaluate(clock.now(), readings);
+                tokio::select! {
+                    () = tokio::time::sleep(self.evaluation_interval()) => {}
+                    _ = stop.changed() => break,
+                }
             }
         })
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn recount_targets(state: &mut EngineState) {
@@ -893,11 +916,7 @@ mod tests {
         )]);
         let engine = Arc::new(engine);
         let clock = Arc::new(crate::clock::TokioClock::new());
-        let task = Arc::clone(&engine).spawn(
-            vec![Arc::new(Fixed(0.0))],
-            clock,
-            DEFAULT_EVALUATION_INTERVAL,
-        );
+        let task = Arc::clone(&engine).spawn(vec![Arc::new(Fixed(0.0))], clock);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(inbox.take().len(), 1, "the first evaluation runs at once");
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -909,6 +928,35 @@ mod tests {
             1,
             "the task let go of the engine"
         );
+    }
+
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicU32);
+
+    impl ReadingSource for Counting {
+        fn read(&self, _out: &mut Vec<Reading>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_evaluation_interval_can_change_while_the_task_runs() {
+        let (engine, _inbox) = engine(&[]);
+        let engine = Arc::new(engine);
+        assert_eq!(engine.evaluation_interval(), DEFAULT_EVALUATION_INTERVAL);
+        let counting = Arc::new(Counting::default());
+        let clock = Arc::new(crate::clock::TokioClock::new());
+        let task = Arc::clone(&engine).spawn(vec![counting.clone()], clock);
+        let reads = || counting.0.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30_500)).await;
+        assert_eq!(reads(), 3, "at 0, 15 and 30 s");
+        // A reload shortens it: the wait in progress ends at 45 s, then every second.
+        engine.set_evaluation_interval(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(reads(), 9, "at 45, 46, 47, 48, 49 and 50 s");
+        engine.set_evaluation_interval(Duration::ZERO);
+        assert_eq!(engine.evaluation_interval(), Duration::from_millis(10));
+        task.shutdown().await;
     }
 
     #[test]

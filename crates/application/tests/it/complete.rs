@@ -172,6 +172,19 @@ async fn the_engine_request_timeout_bounds_a_request_too() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_request_timeout_bounds_the_requests_that_start_after_it() {
+    let h = Harness::with_timeout(two_echelons(1).build(), secs(60));
+    h.gateway.set_request_timeout(secs(2));
+    assert_eq!(h.gateway.request_timeout(), secs(2));
+    h.backend.on("a/m", [Reply::Hang]);
+    let started = tokio::time::Instant::now();
+    let f = failure(h.gateway.complete("group:g", request()).await);
+    assert_eq!(started.elapsed(), secs(2));
+    assert_eq!(f.verdict, Verdict::DeadlineExceeded);
+    h.assert_idle();
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_invalid_request_is_returned_as_it_is_after_one_attempt() {
     for class in [ErrorClass::InvalidRequest, ErrorClass::ContentFilter] {
         let h = harness(two_echelons(2).echelons(|e| e.max_retries = 2).build());

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use echelon_domain::alert::{
     AlertCondition, AlertLevel, AlertMetric, AlertRule, AlertRules, Combine, Comparison,
 };
+use echelon_domain::defaults::alerts as defaults;
 use echelon_domain::secret::Secret;
 use serde::Serialize;
 
@@ -16,12 +17,24 @@ use crate::raw::{RawAlertRule, RawAlerts};
 use crate::value::{Choice, OptVal, Range, choice_from_val};
 
 /// `[alerts]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertSettings {
+    /// Time between two evaluations of the rules. Default 15 s.
+    pub evaluation_interval: Duration,
     /// Webhook URLs alerts are posted to (besides the log); secrets, as they often hold tokens.
     pub webhooks: Vec<Secret>,
     /// The rules, in file order.
     pub rules: AlertRules,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            evaluation_interval: defaults::EVALUATION_INTERVAL,
+            webhooks: Vec::new(),
+            rules: AlertRules::default(),
+        }
+    }
 }
 
 /// The kind of an alert rule.
@@ -161,7 +174,15 @@ pub(super) fn build(raw: RawAlerts, out: &mut Vec<Diagnostic>) -> AlertSettings 
             AlertRules::default()
         })
     };
-    AlertSettings { webhooks, rules }
+    AlertSettings {
+        evaluation_interval: raw.evaluation_interval.read_or_in(
+            out,
+            Range::AtLeast(Duration::from_millis(100)),
+            defaults::EVALUATION_INTERVAL,
+        ),
+        webhooks,
+        rules,
+    }
 }
 
 fn count_errors(out: &[Diagnostic]) -> usize {
@@ -186,7 +207,7 @@ fn alert_rule(
     };
     let kind = kind_val.get(&mut scratch)?;
     let level = raw.level.read_or(out, AlertLevel::Warning);
-    let cooldown = raw.cooldown.read_or(out, Duration::from_secs(600));
+    let cooldown = raw.cooldown.read_or(out, defaults::COOLDOWN);
     let description = raw.description.value(out);
     let condition = match kind {
         AlertKind::Threshold | AlertKind::Trend => {
@@ -244,7 +265,7 @@ fn alert_rule(
                 let window = raw.window.read_or_in(
                     out,
                     Range::AtLeast(Duration::from_millis(1)),
-                    Duration::from_secs(60),
+                    defaults::THRESHOLD_WINDOW,
                 );
                 AlertCondition::Threshold {
                     metric,
@@ -257,7 +278,7 @@ fn alert_rule(
                 let window = raw.window.read_or_in(
                     out,
                     Range::AtLeast(Duration::from_millis(1)),
-                    Duration::from_secs(300),
+                    defaults::TREND_WINDOW,
                 );
                 AlertCondition::Trend {
                     metric,

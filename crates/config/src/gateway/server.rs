@@ -35,11 +35,19 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
-    /// The keys of settings bound when the server started that differ from `started`.
+    /// The keys of settings bound when the server started that differ from `started`: the
+    /// listening socket and the HTTP server's own limits. `request_timeout` is the request
+    /// engine's and follows reloads.
     pub(crate) fn restart_needed(&self, started: &Self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.listen != started.listen {
             keys.push("server.listen");
+        }
+        if self.max_body_size != started.max_body_size {
+            keys.push("server.max_body_size");
+        }
+        if self.shutdown_grace != started.shutdown_grace {
+            keys.push("server.shutdown_grace");
         }
         keys
     }

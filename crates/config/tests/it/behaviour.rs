@@ -466,3 +466,37 @@ fn lenient_mode_drops_every_entry_of_an_inheritance_cycle() {
         .count();
     assert_eq!(dropped, 2);
 }
+
+#[test]
+fn only_settings_bound_at_start_ask_for_a_restart() {
+    let load_gateway = |text: &str| {
+        let dir = base_with(&[("gateway.toml", text)]);
+        load(dir.path(), &env(&[]))
+            .unwrap_or_else(|r| panic!("{r}"))
+            .gateway
+    };
+    let started = load_gateway("");
+    let reloadable = load_gateway(
+        "[server]\nrequest_timeout = \"9s\"\n[auth]\napi_keys = [\"k\"]\n[alerts]\nevaluation_interval = \"1s\"\nwebhooks = [\"http://127.0.0.1:9/hook\"]\n[[alerts.rules]]\nname = \"r\"\nkind = \"threshold\"\nmetric = \"requests\"\nop = \">\"\nvalue = 1\n",
+    );
+    assert_eq!(
+        reloadable.alerts.evaluation_interval,
+        Duration::from_secs(1)
+    );
+    assert!(reloadable.restart_needed(&started).is_empty());
+    let bound = load_gateway(
+        "[server]\nlisten = \"127.0.0.1:9999\"\nmax_body_size = \"1MiB\"\nshutdown_grace = \"1s\"\n[telemetry]\nlog_format = \"json\"\nlog_level = \"debug\"\nservice_name = \"x\"\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
+    );
+    assert_eq!(
+        bound.restart_needed(&started),
+        [
+            "server.listen",
+            "server.max_body_size",
+            "server.shutdown_grace",
+            "telemetry.log_format",
+            "telemetry.log_level",
+            "telemetry.otlp_endpoint",
+            "telemetry.service_name",
+        ]
+    );
+}

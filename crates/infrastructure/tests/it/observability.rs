@@ -857,6 +857,42 @@ async fn webhook_gives_up_after_its_attempts_and_drops_on_a_full_queue() {
 }
 
 #[tokio::test]
+async fn webhook_urls_follow_a_reload_and_none_queues_nothing() {
+    let first = Receiver::start(0).await;
+    let second = Receiver::start(0).await;
+    let (webhook, task) = WebhookNotifier::start(Vec::new(), fast_webhooks()).unwrap();
+    let notice = |rule: &str| echelon_application::alerts::AlertNotice {
+        rule: rule.into(),
+        level: AlertLevel::Warning,
+        status: AlertStatus::Firing,
+        target: None,
+        value: None,
+        summary: "s".into(),
+        description: None,
+        at: Instant::ZERO,
+        since: Instant::ZERO,
+    };
+    // No URL: nothing is queued, so nothing is dropped either.
+    for _ in 0..40 {
+        webhook.notify(&notice("none"));
+    }
+    assert_eq!(webhook.stats().dropped(), 0);
+    webhook.set_urls(vec![first.url()]);
+    webhook.notify(&notice("to-first"));
+    assert_eq!(first.wait_for(1).await[0]["rule"], "to-first");
+    webhook.set_urls(vec![second.url()]);
+    webhook.notify(&notice("to-second"));
+    assert_eq!(second.wait_for(1).await[0]["rule"], "to-second");
+    assert_eq!(
+        first.posts.load(Ordering::SeqCst),
+        1,
+        "the old URL gets nothing new"
+    );
+    assert_eq!(webhook.stats().delivered(), 2);
+    task.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_history_decorator_passes_every_event_on_to_the_metrics() {
     let upstream = FakeUpstream::start(
         "127.0.0.1:0".parse().unwrap(),

@@ -166,6 +166,7 @@ async fn config(_: Admin, State(state): State<Arc<AppState>>) -> Response {
         "dir": state.control.dir().display().to_string(),
         "generation": state.gateway.generation().number,
         "reloads": state.control.status(),
+        "restart_needed": state.control.restart_needed(),
         "resolved": resolved,
     }))
     .into_response()

@@ -157,3 +157,105 @@ async fn file_edits_reload_valid_trees_and_refuse_invalid_ones_without_interrupt
     server.shutdown().await.unwrap();
     drop(watcher);
 }
+
+/// `gateway.toml` with one rule on the health of `primary/ok`'s pool, read every 100 ms.
+fn gateway_toml(listen: &str, threshold: f64) -> String {
+    format!(
+        "[server]\nlisten = \"{listen}\"\n\n[alerts]\nevaluation_interval = \"100ms\"\n\n\
+         [[alerts.rules]]\nname = \"primary-health\"\nkind = \"threshold\"\n\
+         metric = \"pool_healthy_ratio\"\ntarget = \"primary/ok\"\nop = \"<\"\nvalue = {threshold:?}\n\
+         window = \"1s\"\nlevel = \"critical\"\n"
+    )
+}
+
+#[tokio::test]
+async fn an_alert_threshold_edited_in_gateway_toml_applies_within_seconds_and_a_new_listen_address_waits_for_a_restart()
+ {
+    let upstream = FakeUpstream::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FakeUpstreamOptions::default(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "gateway.toml", &gateway_toml("127.0.0.1:0", 0.5));
+    write(
+        root,
+        "llms/_registry.toml",
+        "[registry]\nversion = 1\n\n[global]\nhot_reload = true\ndebounce = \"100ms\"\n",
+    );
+    write(
+        root,
+        "llms/providers/primary.toml",
+        &format!(
+            "kind = \"openai\"\nbase_url = \"{}\"\napi_key = \"sk-reload\"\n\n[models.ok]\nupstream = \"ok\"\n",
+            upstream.base_url()
+        ),
+    );
+    write(root, "llms/wrappers/main.toml", WRAPPERS);
+
+    let config = app::load(root).unwrap_or_else(|report| panic!("{report}"));
+    let settings = config.gateway.clone();
+    let components = app::build(root, config, BuildOptions::default()).unwrap();
+    let watcher = app::watch(&components.control).unwrap();
+    let background = app::start_background(&components, &settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = http::start(
+        listener,
+        &components,
+        ServerOptions {
+            max_body_size: 1 << 20,
+            shutdown_grace: Duration::from_millis(200),
+        },
+        std::future::pending(),
+    )
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let alerts = || get_json(&client, format!("{base}/admin/alerts"));
+
+    // The pool is healthy: 1.0 is not below 0.5.
+    let before = alerts().await;
+    assert_eq!(before["rules"][0]["condition"]["value"], 0.5, "{before}");
+    assert_eq!(before["active"], json!([]), "{before}");
+    let config = get_json(&client, format!("{base}/admin/config")).await;
+    assert_eq!(config["restart_needed"], json!([]), "{config}");
+
+    // Raise the threshold above the pool's health: the edited rule is loaded and fires.
+    write(root, "gateway.toml", &gateway_toml("127.0.0.1:0", 1.5));
+    eventually("the edited threshold to fire", || async {
+        let now = alerts().await;
+        now["rules"][0]["condition"]["value"] == 1.5 && now["active"][0]["rule"] == "primary-health"
+    })
+    .await;
+    let firing = alerts().await;
+    assert_eq!(firing["active"][0]["target"], "primary/ok", "{firing}");
+    assert_eq!(firing["recent"][0]["status"], "firing", "{firing}");
+
+    // A new listen address is taken with the rest of the file, but needs a restart.
+    write(root, "gateway.toml", &gateway_toml("127.0.0.1:1", 0.5));
+    eventually("the restart to be reported", || async {
+        let config = get_json(&client, format!("{base}/admin/config")).await;
+        config["restart_needed"] == json!(["server.listen"])
+    })
+    .await;
+    let config = get_json(&client, format!("{base}/admin/config")).await;
+    assert_eq!(config["reloads"]["last"]["applied"], true, "{config}");
+    assert_eq!(
+        config["reloads"]["last"]["restart_needed"],
+        json!(["server.listen"])
+    );
+    // The threshold went back to 0.5 in the same edit: the alert resolves.
+    eventually("the alert to resolve", || async {
+        alerts().await["active"] == json!([])
+    })
+    .await;
+
+    server.shutdown().await.unwrap();
+    background.shutdown().await;
+    drop(watcher);
+}
