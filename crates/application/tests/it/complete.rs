@@ -178,7 +178,7 @@ async fn a_new_request_timeout_bounds_the_requests_that_start_after_it() {
     assert_eq!(h.gateway.request_timeout(), secs(2));
     h.backend.on("a/m", [Reply::Hang]);
     let started = tokio::time::Instant::now();
-    let f = failure(h.gateway.complete("group:g", request()).await);
+    let f = h.failure().await;
     assert_eq!(started.elapsed(), secs(2));
     assert_eq!(f.verdict, Verdict::DeadlineExceeded);
     h.assert_idle();
