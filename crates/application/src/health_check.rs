@@ -534,6 +534,7 @@ pub(crate) mod tests {
                 },
                 health_check: check,
                 breaker: BreakerPolicy::default(),
+                max_ejection_percent: echelon_domain::defaults::pool::MAX_EJECTION_PERCENT,
                 fallback: PoolFallback {
                     strategy: PoolFallbackStrategy::InstanceRotation,
                     max_instance_attempts: 2,

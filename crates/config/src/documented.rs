@@ -14,11 +14,12 @@ use crate::value::parse_duration;
 enum Value {
     Count(u32),
     Time(Duration),
+    Share(f64),
 }
 
 /// Every default: the page's section heading, the key as the page writes it, the value.
 fn defaults() -> Vec<(&'static str, &'static str, Value)> {
-    use Value::{Count, Time};
+    use Value::{Count, Share, Time};
     const REGISTRY: &str = "## `llms/_registry.toml`";
     const PROVIDERS: &str = "## Providers";
     const POOLS: &str = "## Pools";
@@ -91,6 +92,11 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             Count(pool::MAX_INSTANCE_ATTEMPTS),
         ),
         (
+            POOLS,
+            "max_ejection_percent",
+            Count(pool::MAX_EJECTION_PERCENT),
+        ),
+        (
             BREAKERS,
             "failure_threshold",
             Count(breaker::FAILURE_THRESHOLD),
@@ -105,6 +111,11 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             BREAKERS,
             "half_open_requests",
             Count(breaker::HALF_OPEN_REQUESTS),
+        ),
+        (
+            BREAKERS,
+            "failure_rate.threshold",
+            Share(breaker::FAILURE_RATE_THRESHOLD),
         ),
         (
             BREAKERS,
@@ -195,10 +206,13 @@ fn rows(page: &str) -> Vec<(String, String, String)> {
 /// The value of a default cell: its first `code` span, without quotes.
 fn value(cell: &str) -> Option<Value> {
     let text = cell.split('`').nth(1)?.trim_matches('"');
-    match text.parse() {
-        Ok(n) => Some(Value::Count(n)),
-        Err(_) => parse_duration(text).ok().map(Value::Time),
+    if let Ok(n) = text.parse() {
+        return Some(Value::Count(n));
     }
+    if let Ok(share) = text.parse() {
+        return Some(Value::Share(share));
+    }
+    parse_duration(text).ok().map(Value::Time)
 }
 
 #[test]

@@ -126,6 +126,7 @@ pub(crate) struct RawPool {
     pub rotation: Option<Val<echelon_domain::spec::RotationStrategy>>,
     pub instances: Option<Vec<RawInstance>>,
     pub task_groups: Option<Vec<Val<String>>>,
+    pub max_ejection_percent: Option<Val<u32>>,
     pub health_check: Option<RawHealthCheck>,
     pub fallback: Option<RawPoolFallback>,
     pub rate_limit: Option<RawRateLimit>,
@@ -200,8 +201,7 @@ pub(crate) struct RawBreaker {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFailureRate {
-    #[serde(rename = "$here", default)]
-    pub here: Here,
+    pub enabled: Option<Val<bool>>,
     pub threshold: Option<Val<f64>>,
     pub window: Option<Val<Duration>>,
     pub min_calls: Option<Val<u32>>,
@@ -239,6 +239,7 @@ pub(crate) struct RawEchelon {
     pub priority: Option<Val<u32>>,
     pub concurrency_limit: Option<Val<u32>>,
     pub rpm_limit: Option<Val<u32>>,
+    pub circuit_breaker: Option<RawBreaker>,
     pub timeout: Option<Val<Duration>>,
     pub first_token_timeout: Option<Val<Duration>>,
     pub idle_timeout: Option<Val<Duration>>,

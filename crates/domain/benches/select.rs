@@ -63,6 +63,7 @@ fn topology() -> Topology {
     }
     let echelons = (1..=3)
         .map(|tier| EchelonSpec {
+            breaker: None,
             concurrency_limit: Some(1_000),
             rpm_limit: Some(1_000_000),
             max_retries: 1,

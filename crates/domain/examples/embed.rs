@@ -126,6 +126,7 @@ fn echelon(name: &str, priority: u32, provider: &str) -> EchelonSpec {
         name: name.into(),
         priority,
         targets: vec![EchelonTarget::Model(ModelRef::new(provider, "chat"))],
+        breaker: None,
         concurrency_limit: Some(8),
         rpm_limit: None,
         timeout: Duration::from_secs(10),

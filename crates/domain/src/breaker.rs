@@ -1,9 +1,27 @@
 //! The circuit breaker: closed, open and half-open, with trial permits that cannot leak.
 //!
-//! A breaker opens after `failure_threshold` consecutive failures or, when configured, a failure
-//! rate over a window. It stays open for `recovery_time`, doubled on every repeated trip and
-//! jittered upwards by up to a fifth, never beyond `max_recovery_time`. Then it admits exactly
-//! `half_open_requests` trial calls: all of them succeeding closes it, any failing re-opens it.
+//! A breaker opens on evidence, not on a streak that luck produces (DESIGN.md §2, issue 10):
+//!
+//! - **rate**: at least `failure_rate.min_calls` calls in the last `failure_rate.window` and at
+//!   least `failure_rate.threshold` of them failed (the Hystrix and resilience4j model; on by
+//!   default: 20 calls, 10 s, 50 %);
+//! - **streak**: `failure_threshold` failures in a row, counted so that they stay evidence at high
+//!   concurrency. A failure lengthens the streak only when its call was admitted after the
+//!   latest-admitted call that succeeded (a slow failure of a call that started before a success
+//!   says nothing new), and only once per request: the retry of a request the breaker already saw
+//!   fail is admitted as a [`Admission::repeat`] and does not count again.
+//!
+//! At a 20 % random failure rate a streak of ten happens about once in ten million calls and the
+//! rate never nears one half; a member that fails everything trips the streak in ten calls.
+//!
+//! It stays open for `recovery_time`, doubled on every repeated trip and jittered upwards by up
+//! to a fifth, never beyond `max_recovery_time`. Then it admits exactly `half_open_requests`
+//! trial calls: all of them succeeding closes it, any failing re-opens it. A pool's ejection
+//! limit or panic mode may still send a call through an open breaker ([`Admission::forced`]): its
+//! success closes the breaker, its failure changes nothing.
+//!
+//! The whole state is plain data (counters, instants, a bucket array), so a shared backend can
+//! carry it.
 //!
 //! Calls go through a [`BreakerPermit`]. Only outcomes that are the upstream's fault
 //! ([`ErrorClass::counts_against_upstream`]) count. A permit dropped without an outcome (the
@@ -87,11 +105,33 @@ struct Bucket {
     failures: u32,
 }
 
+/// How a call is admitted through a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// Another attempt of a request whose failure this breaker already counted: its failure
+    /// does not lengthen the streak (it still counts in the rate window).
+    pub repeat: bool,
+    /// Let through an open breaker by a pool's ejection limit or panic mode.
+    pub forced: bool,
+}
+
+impl Admission {
+    /// A request's first call through the breaker.
+    pub const FIRST: Self = Self {
+        repeat: false,
+        forced: false,
+    };
+}
+
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
     /// Bumped on every transition; permits of an older generation are stale.
     generation: u64,
+    /// Calls admitted so far: each permit's sequence number.
+    admitted: u64,
+    /// The sequence number of the latest-admitted call that succeeded.
+    last_success: u64,
     consecutive_failures: u32,
     buckets: [Bucket; RATE_BUCKETS],
     /// Trips since the breaker last closed; the open time doubles with each.
@@ -116,6 +156,8 @@ impl CircuitBreaker {
             inner: Arc::new(Mutex::new(Inner {
                 state: BreakerState::Closed,
                 generation: 0,
+                admitted: 0,
+                last_success: 0,
                 consecutive_failures: 0,
                 buckets: [Bucket::default(); RATE_BUCKETS],
                 trips: 0,
@@ -165,29 +207,63 @@ impl CircuitBreaker {
         }
     }
 
-    /// Admits a call at `now`, or says why not. The returned permit reports the outcome.
+    /// Consecutive failures counted towards the streak trigger.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.lock().consecutive_failures
+    }
+
+    /// Calls and failures in the rate window at `now` (zero without a rate trigger).
+    pub fn window(&self, now: Instant) -> (u32, u32) {
+        let inner = self.lock();
+        self.window_totals(&inner, now)
+    }
+
+    /// Admits a request's first call at `now`, or says why not. The returned permit reports the
+    /// outcome.
     pub fn try_acquire(&self, now: Instant) -> Result<BreakerPermit, BreakerRefusal> {
+        self.try_acquire_as(now, Admission::FIRST)
+    }
+
+    /// Admits a call at `now` as `admission` says, or says why not.
+    pub fn try_acquire_as(
+        &self,
+        now: Instant,
+        admission: Admission,
+    ) -> Result<BreakerPermit, BreakerRefusal> {
         let mut inner = self.lock();
         let mut transition = None;
+        let mut forced = false;
         if inner.state == BreakerState::Open {
             if now < inner.open_until {
-                return Err(BreakerRefusal::Open {
-                    until: inner.open_until,
-                });
+                if !admission.forced {
+                    return Err(BreakerRefusal::Open {
+                        until: inner.open_until,
+                    });
+                }
+                forced = true;
+            } else {
+                transition = Some(Self::enter(&mut inner, BreakerState::HalfOpen, None));
             }
-            transition = Some(Self::enter(&mut inner, BreakerState::HalfOpen, None));
         }
-        let trial = inner.state == BreakerState::HalfOpen;
-        if trial {
-            if inner.trials_admitted >= self.trial_slots() {
+        let mut trial = false;
+        if inner.state == BreakerState::HalfOpen && !forced {
+            if inner.trials_admitted < self.trial_slots() {
+                inner.trials_admitted += 1;
+                trial = true;
+            } else if admission.forced {
+                forced = true;
+            } else {
                 return Err(BreakerRefusal::TrialsInFlight);
             }
-            inner.trials_admitted += 1;
         }
+        inner.admitted += 1;
         Ok(BreakerPermit {
             breaker: self.clone(),
             generation: inner.generation,
+            sequence: inner.admitted,
+            repeat: admission.repeat,
             trial,
+            forced,
             transition,
             settled: false,
         })
@@ -256,6 +332,19 @@ impl CircuitBreaker {
         Self::enter(inner, BreakerState::Open, Some(until))
     }
 
+    /// Calls and failures of the buckets still in the window at `now`.
+    fn window_totals(&self, inner: &Inner, now: Instant) -> (u32, u32) {
+        let Some((epoch, _)) = self.epoch(now) else {
+            return (0, 0);
+        };
+        let oldest = epoch.saturating_sub(RATE_BUCKETS as u64 - 1);
+        inner
+            .buckets
+            .iter()
+            .filter(|b| b.epoch >= oldest && b.epoch <= epoch && b.calls > 0)
+            .fold((0u32, 0u32), |(c, f), b| (c + b.calls, f + b.failures))
+    }
+
     fn epoch(&self, now: Instant) -> Option<(u64, u128)> {
         let rate = self.policy.failure_rate?;
         let len = (rate.window.as_nanos() / RATE_BUCKETS as u128).max(1);
@@ -280,12 +369,7 @@ impl CircuitBreaker {
         }
         slot.calls += 1;
         slot.failures += u32::from(failed);
-        let oldest = epoch.saturating_sub(RATE_BUCKETS as u64 - 1);
-        let (calls, failures) = inner
-            .buckets
-            .iter()
-            .filter(|b| b.epoch >= oldest && b.epoch <= epoch && b.calls > 0)
-            .fold((0u32, 0u32), |(c, f), b| (c + b.calls, f + b.failures));
+        let (calls, failures) = self.window_totals(inner, now);
         failed
             && calls >= rate.min_calls.max(1)
             && f64::from(failures) >= rate.threshold * f64::from(calls)
@@ -293,18 +377,23 @@ impl CircuitBreaker {
 
     fn settle(
         &self,
-        generation: u64,
-        trial: bool,
+        permit: &BreakerPermit,
         result: Settle,
         now: Instant,
         rng: &dyn Random,
     ) -> Option<BreakerTransition> {
         let mut inner = self.lock();
-        if inner.generation != generation {
+        if inner.generation != permit.generation {
             // A permit from before the last transition: its outcome belongs to a past state.
             return None;
         }
-        match (trial, result) {
+        if permit.forced {
+            // Let through an open breaker: a success is evidence enough to close it; a failure
+            // only confirms what opened it.
+            return (result == Settle::Success)
+                .then(|| Self::enter(&mut inner, BreakerState::Closed, None));
+        }
+        match (permit.trial, result) {
             (true, Settle::Neutral) => {
                 inner.trials_admitted = inner.trials_admitted.saturating_sub(1);
                 None
@@ -317,12 +406,17 @@ impl CircuitBreaker {
             }
             (false, Settle::Neutral) => None,
             (false, Settle::Success) => {
-                inner.consecutive_failures = 0;
+                if permit.sequence > inner.last_success {
+                    inner.last_success = permit.sequence;
+                    inner.consecutive_failures = 0;
+                }
                 self.count_in_window(&mut inner, now, false);
                 None
             }
             (false, Settle::Failure) => {
-                inner.consecutive_failures += 1;
+                if !permit.repeat && permit.sequence > inner.last_success {
+                    inner.consecutive_failures += 1;
+                }
                 let rate_tripped = self.count_in_window(&mut inner, now, true);
                 (rate_tripped || inner.consecutive_failures >= self.policy.failure_threshold.max(1))
                     .then(|| self.open(&mut inner, now, rng))
@@ -346,7 +440,10 @@ enum Settle {
 pub struct BreakerPermit {
     breaker: CircuitBreaker,
     generation: u64,
+    sequence: u64,
+    repeat: bool,
     trial: bool,
+    forced: bool,
     transition: Option<BreakerTransition>,
     settled: bool,
 }
@@ -357,6 +454,11 @@ impl BreakerPermit {
         self.trial
     }
 
+    /// Whether this call went through an open breaker (ejection limit or panic mode).
+    pub fn is_forced(&self) -> bool {
+        self.forced
+    }
+
     /// The transition taking this permit caused (open → half-open), if any.
     pub fn transition(&self) -> Option<BreakerTransition> {
         self.transition
@@ -365,8 +467,7 @@ impl BreakerPermit {
     /// The call succeeded.
     pub fn success(mut self, now: Instant, rng: &dyn Random) -> Option<BreakerTransition> {
         self.settled = true;
-        self.breaker
-            .settle(self.generation, self.trial, Settle::Success, now, rng)
+        self.breaker.settle(&self, Settle::Success, now, rng)
     }
 
     /// The call failed with `class`; only upstream faults count, anything else is neutral.
@@ -382,8 +483,7 @@ impl BreakerPermit {
         } else {
             Settle::Neutral
         };
-        self.breaker
-            .settle(self.generation, self.trial, result, now, rng)
+        self.breaker.settle(&self, result, now, rng)
     }
 }
 
@@ -399,13 +499,8 @@ impl Random for NoJitter {
 impl Drop for BreakerPermit {
     fn drop(&mut self) {
         if !self.settled {
-            self.breaker.settle(
-                self.generation,
-                self.trial,
-                Settle::Neutral,
-                Instant::ZERO,
-                &NoJitter,
-            );
+            let breaker = self.breaker.clone();
+            breaker.settle(self, Settle::Neutral, Instant::ZERO, &NoJitter);
         }
     }
 }

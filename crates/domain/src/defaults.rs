@@ -21,14 +21,22 @@ pub mod provider {
 pub mod pool {
     /// `fallback.max_instance_attempts`: instances one request tries in the pool.
     pub const MAX_INSTANCE_ATTEMPTS: u32 = 3;
+    /// `max_ejection_percent`: most of a pool's members (not counting dead or cooling keys) its
+    /// breakers and health may take out of rotation at once; at least one may always be out.
+    /// One half: a dead member of two is still ejected, but a pool where every member fails a
+    /// little keeps most of its capacity (Envoy's `max_ejection_percent`).
+    pub const MAX_EJECTION_PERCENT: u32 = 50;
 }
 
 /// An instance's health (a pool's `[health_check]` thresholds).
 pub mod health {
     use core::time::Duration;
 
-    /// `failure_threshold`: consecutive failures that make an instance unhealthy.
-    pub const FAILURE_THRESHOLD: u32 = 3;
+    /// `failure_threshold`: consecutive failures that make an instance unhealthy. Ten, like the
+    /// breaker's streak: at a 20 % random failure rate three in a row happen every ~125 calls,
+    /// which took healthy-but-busy keys out of rotation (issue 10); ten in a row happen about once
+    /// in ten million calls, while a key that fails everything is out after ten.
+    pub const FAILURE_THRESHOLD: u32 = 10;
     /// `success_threshold`: consecutive successes that make a recovering instance healthy.
     pub const SUCCESS_THRESHOLD: u32 = 2;
     /// `recovery_time`: rest of an unhealthy instance before it may recover.
@@ -43,18 +51,25 @@ pub mod health {
 pub mod breaker {
     use core::time::Duration;
 
-    /// `failure_threshold`: consecutive failures that open the breaker.
-    pub const FAILURE_THRESHOLD: u32 = 5;
+    /// `failure_threshold`: consecutive failures of distinct requests that open the breaker.
+    /// Ten: a streak of five happens every few thousand calls at a 20 % random failure rate, a
+    /// streak of ten about once in ten million, and a member that fails everything still opens
+    /// within ten calls.
+    pub const FAILURE_THRESHOLD: u32 = 10;
     /// `recovery_time`: open time before the first half-open trial.
     pub const RECOVERY_TIME: Duration = Duration::from_secs(30);
     /// `max_recovery_time`: cap of the open time, which grows on repeated trips.
     pub const MAX_RECOVERY_TIME: Duration = Duration::from_secs(300);
     /// `half_open_requests`: trial calls admitted while half-open.
     pub const HALF_OPEN_REQUESTS: u32 = 1;
-    /// `failure_rate.window`: the window of the failure-rate trigger.
-    pub const FAILURE_RATE_WINDOW: Duration = Duration::from_secs(60);
-    /// `failure_rate.min_calls`: calls the rate trigger needs to have seen.
-    pub const FAILURE_RATE_MIN_CALLS: u32 = 10;
+    /// `failure_rate.threshold`: share of failed calls in the window that opens the breaker.
+    /// One half: a member failing 20 % of calls never gets near it, one failing most does.
+    pub const FAILURE_RATE_THRESHOLD: f64 = 0.5;
+    /// `failure_rate.window`: the window of the failure-rate trigger (recent evidence only).
+    pub const FAILURE_RATE_WINDOW: Duration = Duration::from_secs(10);
+    /// `failure_rate.min_calls`: calls the rate trigger needs to have seen, so that two failures
+    /// out of three calls never open it.
+    pub const FAILURE_RATE_MIN_CALLS: u32 = 20;
 }
 
 /// `llms/task-groups/*.toml`: `[fallback]`.

@@ -10,7 +10,7 @@ use core::time::Duration;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::breaker::{BreakerPermit, BreakerRefusal, BreakerTransition, CircuitBreaker};
+use crate::breaker::{Admission, BreakerPermit, BreakerRefusal, BreakerTransition, CircuitBreaker};
 use crate::chat::Usage;
 use crate::error::{ErrorClass, HealthEffect, UpstreamError};
 use crate::events::{BreakerScope, Event, EventSink};
@@ -21,6 +21,7 @@ use crate::random::Random;
 use crate::spec::{BreakerPolicy, HealthPolicy, InstanceSpec, RateAlgorithm};
 use crate::stats::{Counters, Stats};
 use crate::time::Instant;
+use crate::window::SlidingCounts;
 
 /// Why an instance (or an echelon) cannot take a request right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +73,13 @@ impl Unavailable {
         }
     }
 
+    /// Whether the reason is an ejection (an open breaker or a resting unhealthy instance), which
+    /// a pool's ejection limit and panic mode may override; dead keys, cooldowns and full limits
+    /// are hard exclusions.
+    pub const fn is_ejection(&self) -> bool {
+        matches!(self, Self::BreakerOpen { .. } | Self::Unhealthy { .. })
+    }
+
     /// Whether the reason is a rate limit (a cooldown or a full limit): such candidates come
     /// back by themselves, so the answer is 429 rather than 503.
     pub const fn is_rate_limit(&self) -> bool {
@@ -118,6 +126,36 @@ impl Default for InstancePolicy {
         }
     }
 }
+
+/// How the planner admits an attempt to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Admit {
+    /// Chosen past its ejection by the pool's ejection limit or panic mode: health is not asked
+    /// and an open breaker lets it through.
+    pub panic: bool,
+    /// A retry of the same request on this instance (its failure does not lengthen the
+    /// breaker's streak again).
+    pub repeat: bool,
+}
+
+/// Where an instance stands in its pool's rotation, for the ejection limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ejection {
+    /// In rotation (possibly saturated for a moment).
+    InRotation,
+    /// Out of rotation by its breaker or its health; the ejection limit may bring it back.
+    Ejected {
+        /// When it is expected back by itself; `None` while half-open trials are in flight.
+        back_at: Option<Instant>,
+        /// Share of its recent calls (last ten seconds) that succeeded; `None` without any.
+        recent_success: Option<f64>,
+    },
+    /// A hard exclusion: dead key or cooldown. Never brought back early.
+    Excluded,
+}
+
+/// Span of the recent outcomes behind [`InstanceState::recent_success`].
+pub const RECENT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Decay time of the peak-EWMA latency and of the error penalty.
 const DECAY: Duration = Duration::from_secs(10);
@@ -200,6 +238,8 @@ pub struct InstanceState {
     last_used: AtomicU64,
     latency: Mutex<Latency>,
     counters: Counters,
+    /// Successes and upstream faults of the last ten seconds.
+    recent: SlidingCounts,
 }
 
 fn nanos(at: Instant) -> u64 {
@@ -237,6 +277,7 @@ impl InstanceState {
             last_used: AtomicU64::new(0),
             latency: Mutex::new(Latency::default()),
             counters: Counters::default(),
+            recent: SlidingCounts::new(RECENT_WINDOW),
         }
     }
 
@@ -341,16 +382,39 @@ impl InstanceState {
         peak * f64::from(self.in_flight() + 1) * (1.0 + PENALTY_WEIGHT * penalty)
     }
 
+    /// Share of its recent calls (last ten seconds: successes and upstream faults) that
+    /// succeeded, `None` without any.
+    pub fn recent_success(&self, now: Instant) -> Option<f64> {
+        let (calls, failures) = self.recent.totals(now);
+        (calls > 0).then(|| (calls - failures.min(calls)) as f64 / calls as f64)
+    }
+
+    /// Where it stands in rotation at `now` (see [`Ejection`]).
+    pub fn ejection(&self, now: Instant) -> Ejection {
+        if self.is_key_dead() || self.cooldown_until(now).is_some() {
+            return Ejection::Excluded;
+        }
+        let back_at = match (self.breaker.check(now), self.health.check(now)) {
+            (Ok(()), Ok(())) => return Ejection::InRotation,
+            (Err(BreakerRefusal::Open { until }), Err(rest)) => Some(until.max(rest)),
+            (Err(BreakerRefusal::Open { until }), Ok(())) => Some(until),
+            (Err(BreakerRefusal::TrialsInFlight), _) => None,
+            (Ok(()), Err(rest)) => Some(rest),
+        };
+        Ejection::Ejected {
+            back_at,
+            recent_success: self.recent_success(now),
+        }
+    }
+
     /// Whether it can take a request of `tokens` estimated tokens at `now`, or why not.
-    /// `ignore_health` is the rotation's panic mode (see [`crate::rotation`]).
-    pub fn availability(
-        &self,
-        now: Instant,
-        tokens: u32,
-        ignore_health: bool,
-    ) -> Result<(), Unavailable> {
-        self.gate(now, ignore_health)?;
-        self.breaker.check(now)?;
+    /// `panic` is the rotation's panic mode and ejection limit (see [`crate::rotation`]): it
+    /// asks neither health nor the breaker, only the hard exclusions and the limits.
+    pub fn availability(&self, now: Instant, tokens: u32, panic: bool) -> Result<(), Unavailable> {
+        self.gate(now, panic)?;
+        if !panic {
+            self.breaker.check(now)?;
+        }
         self.concurrency.check().map_err(Unavailable::Saturated)?;
         if let Some(rpm) = &self.rpm {
             rpm.check(now, 1).map_err(Unavailable::Saturated)?;
@@ -380,19 +444,39 @@ impl InstanceState {
     /// Admits one attempt of `tokens` estimated tokens at `now`: takes a concurrency slot and a
     /// breaker admission and charges the rpm and tpm limits. On refusal nothing stays taken.
     /// A breaker transition caused by the admission (open → half-open) is reported to `sink`.
+    /// `panic`: see [`InstanceState::availability`].
     pub fn acquire(
         &self,
         now: Instant,
         tokens: u32,
-        ignore_health: bool,
+        panic: bool,
         sink: &dyn EventSink,
     ) -> Result<InstancePermit, Unavailable> {
-        self.gate(now, ignore_health)?;
+        let admit = Admit {
+            panic,
+            repeat: false,
+        };
+        self.acquire_as(now, tokens, admit, sink)
+    }
+
+    /// [`InstanceState::acquire`], admitted as `admit` says.
+    pub fn acquire_as(
+        &self,
+        now: Instant,
+        tokens: u32,
+        admit: Admit,
+        sink: &dyn EventSink,
+    ) -> Result<InstancePermit, Unavailable> {
+        self.gate(now, admit.panic)?;
         let slot = self
             .concurrency
             .try_acquire()
             .map_err(Unavailable::Saturated)?;
-        let breaker = self.breaker.try_acquire(now)?;
+        let admission = Admission {
+            repeat: admit.repeat,
+            forced: admit.panic,
+        };
+        let breaker = self.breaker.try_acquire_as(now, admission)?;
         if let Some(rpm) = &self.rpm {
             rpm.try_acquire(now, 1).map_err(Unavailable::Saturated)?;
         }
@@ -429,6 +513,7 @@ impl InstanceState {
         rng: &dyn Random,
     ) {
         self.counters.success(latency, usage);
+        self.recent.add(now, 1, 0);
         self.sample(now, latency, ttft);
         if let (Some(tpm), Some(usage)) = (&self.tpm, usage) {
             tpm.adjust(now, i64::from(usage.total()) - i64::from(permit.tokens));
@@ -465,6 +550,7 @@ impl InstanceState {
             .failure(latency, class == ErrorClass::RateLimited);
         match error.decision().health {
             HealthEffect::Failure => {
+                self.recent.add(now, 1, 1);
                 self.sample(now, latency, None);
                 self.penalise(now);
                 if let Some(t) = self.health.record_failure(now) {

@@ -105,3 +105,4 @@ pub mod secret;
 pub mod spec;
 pub mod stats;
 pub mod time;
+pub mod window;

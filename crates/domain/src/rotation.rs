@@ -15,15 +15,28 @@
 //! | `p2c_ewma` | two draws as above |
 //! | `least_connections`, `least_recently_used`, `fastest_response` | O(n): they compare every member |
 //!
-//! # Panic policy
+//! # Ejection limit and panic mode
 //!
-//! [`Rotation::pick_with_panic`] first looks for a member that is fully available. When none is,
-//! and at least one member was refused *only* because it is unhealthy and still resting, it runs
-//! a second pass that ignores health. That pass still honours dead keys, cooldowns, open
-//! breakers, saturated limits and the request's own exclusions. The rule is Envoy's panic mode
-//! with a threshold of zero healthy members: an instance that merely looks unhealthy may well
-//! answer, so while nothing healthy is left, trying it beats turning possible capacity into an
-//! error (LiteLLM #16060).
+//! [`Rotation::pick_with_panic`] keeps a pool serving when every member is a little broken
+//! (issue 10). Members out of rotation for breaker or health reasons are *ejected*; dead keys and
+//! cooldowns (a 429's Retry-After, an exhausted announced quota) are *hard exclusions* and stay
+//! out whatever happens.
+//!
+//! - **Ejection limit** (Envoy's `max_ejection_percent`): at most that share of the members not
+//!   hard-excluded (and always at least one) are ejected at a time. When more are, the least-bad
+//!   of them come back into rotation until the limit holds again.
+//! - **Panic mode**: when no member is in rotation and some are ejected, the least-bad ejected
+//!   member serves anyway.
+//!
+//! Least-bad means: the earliest breaker deadline (or end of rest), then the best success rate
+//! over the last ten seconds. A member whose recent calls almost all failed (under
+//! [`PANIC_MIN_SUCCESS`]) or that has no recent calls at all is never brought back early: when
+//! every ejected member is like that, it is a real outage, and the pool answers at once (503 with
+//! Retry-After, and the ladder goes on) instead of adding load; the breakers' half-open trials
+//! find the way back. A member brought back is admitted past its open breaker and its health (a
+//! success closes its breaker), never past its limits.
+//!
+//! The computation only runs when a pick meets an ejected member, so a healthy pool pays nothing.
 
 use core::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -31,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::events::SkipReason;
-use crate::instance::{SharedInstance, Unavailable};
+use crate::instance::{Ejection, SharedInstance};
 use crate::random::Random;
 use crate::spec::RotationStrategy;
 use crate::time::Instant;
@@ -39,6 +52,10 @@ use crate::time::Instant;
 /// Samples an instance needs before `fastest_response` trusts its latency; members with fewer are
 /// explored first.
 pub const FASTEST_MIN_SAMPLES: u64 = 3;
+
+/// Least share of recent successes an ejected member needs to be brought back by the ejection
+/// limit or panic mode; below it the member is failing nearly everything.
+pub const PANIC_MIN_SUCCESS: f64 = 0.1;
 
 /// Random draws tried before a random strategy falls back to one linear pass over the members.
 const REJECTION_DRAWS: usize = 8;
@@ -159,43 +176,53 @@ impl Rotation {
         }
     }
 
-    /// [`Rotation::pick`] with the panic policy (see the module docs). `check(i, ignore_health)`
-    /// says whether member `i` may be used, or why not; refusals go to `on_skip`. Returns the
-    /// member and whether it was picked in panic mode.
+    /// [`Rotation::pick`] with the ejection limit and panic mode (see the module docs), for a
+    /// pool that ejects at most `max_ejection_percent` of its members. `check(i, panic)` says
+    /// whether member `i` may be used, or why not (`panic`: asking neither health nor breaker);
+    /// refusals go to `on_skip`. Returns the member and whether it was brought back past its
+    /// ejection.
     pub fn pick_with_panic(
         &self,
         members: &[SharedInstance],
         now: Instant,
         rng: &dyn Random,
+        max_ejection_percent: u32,
         check: &mut dyn FnMut(usize, bool) -> Result<(), SkipReason>,
         on_skip: &mut dyn FnMut(usize, SkipReason),
     ) -> Option<(usize, bool)> {
-        let mut resting = false;
+        let mut view: Option<EjectionView> = None;
+        let mut brought_back = None;
         let mut first = |i: usize| match check(i, false) {
             Ok(()) => true,
             Err(reason) => {
-                resting |= matches!(reason, SkipReason::Instance(Unavailable::Unhealthy { .. }));
+                if matches!(&reason, SkipReason::Instance(u) if u.is_ejection()) {
+                    let v = view.get_or_insert_with(|| {
+                        EjectionView::of(members, now, max_ejection_percent)
+                    });
+                    if v.over_limit.contains(&i) && check(i, true).is_ok() {
+                        brought_back = Some(i);
+                        return true;
+                    }
+                }
                 on_skip(i, reason);
                 false
             }
         };
         if let Some(i) = self.pick(members, now, rng, &mut first) {
-            return Some((i, false));
+            return Some((i, brought_back == Some(i)));
         }
-        if !resting {
-            return None;
-        }
-        let mut second = |i: usize| match check(i, true) {
-            Ok(()) => true,
-            Err(reason) => {
-                on_skip(i, reason);
-                false
+        // Nothing in rotation could serve; ejected members met on the way make it panic mode.
+        let view = view?;
+        for &i in &view.least_bad {
+            match check(i, true) {
+                Ok(()) => return Some((i, true)),
+                Err(reason) => on_skip(i, reason),
             }
-        };
-        self.pick(members, now, rng, &mut second).map(|i| (i, true))
+        }
+        None
     }
 
-    /// Stable order from a shared ticket; after skipping to member `p`, the next picker starts
+    /// Stable order from a shared ticket;    /// Stable order from a shared ticket; after skipping to member `p`, the next picker starts
     /// after `p`, so a skipped member never shifts the turn of the others.
     fn round_robin(&self, n: usize, eligible: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
         let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +311,54 @@ impl Rotation {
         let r = rng.below(total);
         let at = candidates.partition_point(|&(_, cumulative)| cumulative <= r);
         candidates.get(at).map(|&(i, _)| i)
+    }
+}
+
+/// Which ejected members of a pool may come back at a given time: the facts behind one pick's
+/// ejection limit and panic mode.
+#[derive(Debug, Default)]
+struct EjectionView {
+    /// Ejected members that may come back (recent successes at least [`PANIC_MIN_SUCCESS`]),
+    /// least bad first.
+    least_bad: Vec<usize>,
+    /// Those of them that come back because the pool is over its ejection limit.
+    over_limit: Vec<usize>,
+}
+
+impl EjectionView {
+    fn of(members: &[SharedInstance], now: Instant, max_ejection_percent: u32) -> Self {
+        let mut counted = 0usize;
+        let mut ejected: Vec<(usize, Instant, Option<f64>)> = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            match m.ejection(now) {
+                Ejection::Excluded => {}
+                Ejection::InRotation => counted += 1,
+                Ejection::Ejected {
+                    back_at,
+                    recent_success,
+                } => {
+                    counted += 1;
+                    ejected.push((i, back_at.unwrap_or(now), recent_success));
+                }
+            }
+        }
+        let limit = (counted * max_ejection_percent.min(100) as usize / 100).max(1);
+        let over = ejected.len().saturating_sub(limit);
+        let mut least_bad: Vec<(usize, Instant, f64)> = ejected
+            .into_iter()
+            .filter_map(|(i, back, success)| {
+                success
+                    .filter(|s| *s >= PANIC_MIN_SUCCESS)
+                    .map(|s| (i, back, s))
+            })
+            .collect();
+        least_bad.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        let least_bad: Vec<usize> = least_bad.into_iter().map(|(i, _, _)| i).collect();
+        let over_limit = least_bad.iter().copied().take(over).collect();
+        Self {
+            least_bad,
+            over_limit,
+        }
     }
 }
 
@@ -565,36 +640,130 @@ mod tests {
         assert!(seq.iter().all(|&i| i == 1));
     }
 
-    #[test]
-    fn panic_mode_tries_unhealthy_members_only_when_nothing_healthy_is_left() {
-        let m = members(3);
-        let r = Rotation::new(RotationStrategy::RoundRobin, &[1; 3]);
+    /// Records `ok` successes, then `failed` server errors, on member `m` at `at`.
+    fn outcomes(m: &InstanceState, at: Instant, ok: u32, failed: u32) {
+        use crate::error::{ErrorClass, UpstreamError};
+        let rng = SplitMix64::new(9);
+        for _ in 0..ok {
+            let p = m.acquire(at, 1, false, &NoopSink).unwrap();
+            m.record_success(p, at, Duration::from_millis(5), None, None, &NoopSink, &rng);
+        }
+        for _ in 0..failed {
+            let p = m.acquire(at, 1, false, &NoopSink).unwrap();
+            let e = UpstreamError::new(ErrorClass::Server, "boom");
+            m.record_failure(p, at, &e, Duration::ZERO, Duration::ZERO, &NoopSink, &rng);
+        }
+    }
+
+    /// One pick with the members' real availability; the members it skipped.
+    fn pick_real(
+        r: &Rotation,
+        m: &[SharedInstance],
+        at: Instant,
+        percent: u32,
+    ) -> (Option<(usize, bool)>, Vec<usize>) {
         let rng = SplitMix64::new(7);
-        let unhealthy = SkipReason::Instance(Unavailable::Unhealthy {
-            until: Instant::ZERO,
-        });
         let mut skipped = Vec::new();
         let got = r.pick_with_panic(
-            &m,
-            Instant::ZERO,
+            m,
+            at,
             &rng,
-            &mut |i, ignore| match (i, ignore) {
-                (0, _) => Err(SkipReason::Instance(Unavailable::KeyDead)),
-                (_, false) => Err(unhealthy.clone()),
-                _ => Ok(()),
+            percent,
+            &mut |i, panic| {
+                m[i].availability(at, 1, panic)
+                    .map_err(SkipReason::Instance)
             },
-            &mut |i, reason| skipped.push((i, reason)),
+            &mut |i, _| skipped.push(i),
         );
-        assert!(matches!(got, Some((1 | 2, true))));
-        assert!(skipped.contains(&(0, SkipReason::Instance(Unavailable::KeyDead))));
-        // A dead key alone never triggers panic mode.
-        let got = r.pick_with_panic(
-            &m,
-            Instant::ZERO,
-            &rng,
-            &mut |_, _| Err(SkipReason::Instance(Unavailable::KeyDead)),
-            &mut |_, _| {},
+        (got, skipped)
+    }
+
+    #[test]
+    fn panic_mode_serves_from_the_least_bad_ejected_member() {
+        let m = members(3);
+        let r = Rotation::new(RotationStrategy::RoundRobin, &[1; 3]);
+        let t = Instant::from_elapsed(Duration::from_secs(1));
+        m[0].mark_key_dead(&NoopSink);
+        // Member 1 served most of its recent calls before a streak opened its breaker; member 2
+        // failed every call.
+        outcomes(&m[1], t, 30, 10);
+        outcomes(&m[2], t, 0, 10);
+        assert!(m[1].availability(t, 1, false).is_err());
+        assert!(m[2].availability(t, 1, false).is_err());
+        for _ in 0..3 {
+            let (got, skipped) = pick_real(&r, &m, t, 50);
+            assert_eq!(got, Some((1, true)));
+            assert!(
+                skipped.contains(&0),
+                "the dead key is skipped, never brought back"
+            );
+        }
+        // The member brought back is admitted past its open breaker; its success closes it.
+        let p = m[1].acquire(t, 1, true, &NoopSink).unwrap();
+        m[1].record_success(
+            p,
+            t,
+            Duration::ZERO,
+            None,
+            None,
+            &NoopSink,
+            &SplitMix64::new(1),
         );
-        assert_eq!(got, None);
+        assert_eq!(
+            m[1].breaker().state(t),
+            crate::breaker::BreakerState::Closed
+        );
+    }
+
+    #[test]
+    fn every_member_failing_everything_is_an_outage_not_a_panic() {
+        let m = members(3);
+        let r = Rotation::new(RotationStrategy::RoundRobin, &[1; 3]);
+        let t = Instant::from_elapsed(Duration::from_secs(1));
+        for member in &m {
+            outcomes(member, t, 0, 10);
+        }
+        assert_eq!(pick_real(&r, &m, t, 50).0, None);
+        // Nor once the recent calls have left the window: no evidence of success, no early
+        // return; the half-open trial at the end of the open time is the way back.
+        let later = t + Duration::from_secs(20);
+        assert_eq!(pick_real(&r, &m, later, 50).0, None);
+        let back = t + Duration::from_secs(40);
+        assert!(matches!(pick_real(&r, &m, back, 50).0, Some((_, false))));
+    }
+
+    #[test]
+    fn ejection_limit_keeps_most_of_a_pool_in_rotation() {
+        // Four members: three ejected, but at most half (two) may be out at once, so the
+        // least-bad ejected one comes back into rotation; the one failing everything stays out.
+        let m = members(4);
+        let r = Rotation::new(RotationStrategy::RoundRobin, &[1; 4]);
+        let t = Instant::from_elapsed(Duration::from_secs(1));
+        outcomes(&m[1], t, 40, 10);
+        outcomes(&m[2], t, 10, 10);
+        outcomes(&m[3], t, 0, 10);
+        let mut seen = [0u32; 4];
+        for _ in 0..40 {
+            let (got, _) = pick_real(&r, &m, t, 50);
+            let (i, brought_back) = got.unwrap();
+            assert_eq!(brought_back, i != 0);
+            seen[i] += 1;
+        }
+        assert_eq!(seen[3], 0);
+        assert_eq!(seen[2], 0, "only as many come back as the limit needs");
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+        // With no limit (100 %), every ejected member stays out while one serves.
+        let (got, _) = pick_real(&r, &m, t, 100);
+        assert_eq!(got, Some((0, false)));
+    }
+
+    #[test]
+    fn a_dead_key_alone_never_triggers_panic_mode() {
+        let m = members(2);
+        let r = Rotation::new(RotationStrategy::RoundRobin, &[1; 2]);
+        for member in &m {
+            member.mark_key_dead(&NoopSink);
+        }
+        assert_eq!(pick_real(&r, &m, Instant::ZERO, 50).0, None);
     }
 }

@@ -268,13 +268,23 @@ pub struct FailureRate {
     pub min_calls: u32,
 }
 
+impl Default for FailureRate {
+    fn default() -> Self {
+        Self {
+            threshold: defaults::breaker::FAILURE_RATE_THRESHOLD,
+            window: defaults::breaker::FAILURE_RATE_WINDOW,
+            min_calls: defaults::breaker::FAILURE_RATE_MIN_CALLS,
+        }
+    }
+}
+
 /// Circuit breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BreakerPolicy {
-    /// Consecutive failures that open the breaker.
+    /// Consecutive failures of distinct requests that open the breaker.
     pub failure_threshold: u32,
-    /// Optional failure-rate trigger.
+    /// The failure-rate trigger (`None`: streaks only).
     pub failure_rate: Option<FailureRate>,
     /// Time open before the first half-open trial.
     pub recovery_time: Duration,
@@ -288,7 +298,7 @@ impl Default for BreakerPolicy {
     fn default() -> Self {
         Self {
             failure_threshold: defaults::breaker::FAILURE_THRESHOLD,
-            failure_rate: None,
+            failure_rate: Some(FailureRate::default()),
             recovery_time: defaults::breaker::RECOVERY_TIME,
             max_recovery_time: defaults::breaker::MAX_RECOVERY_TIME,
             half_open_requests: defaults::breaker::HALF_OPEN_REQUESTS,
@@ -339,6 +349,8 @@ pub struct PoolSpec {
     pub health_check: HealthCheckSpec,
     /// Per-instance circuit breaker.
     pub breaker: BreakerPolicy,
+    /// Most of its members (in percent) breakers and health may eject at once.
+    pub max_ejection_percent: u32,
     /// Failover settings.
     pub fallback: PoolFallback,
     /// Limits of the pool as a whole.
@@ -377,6 +389,8 @@ pub struct EchelonSpec {
     pub priority: u32,
     /// Models and pools it serves from, in order.
     pub targets: Vec<EchelonTarget>,
+    /// Its own breaker settings, over the group's (`[echelons.<name>.circuit_breaker]`).
+    pub breaker: Option<BreakerPolicy>,
     /// Requests in flight in this echelon at once.
     pub concurrency_limit: Option<u32>,
     /// Requests per minute into this echelon.

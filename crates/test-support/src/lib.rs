@@ -72,6 +72,7 @@ pub fn pool(name: &str, rotation: RotationStrategy, instances: Vec<InstanceSpec>
         health: HealthPolicy::default(),
         health_check: HealthCheckSpec::default(),
         breaker: BreakerPolicy::default(),
+        max_ejection_percent: echelon_domain::defaults::pool::MAX_EJECTION_PERCENT,
         fallback: PoolFallback {
             strategy: PoolFallbackStrategy::InstanceRotation,
             max_instance_attempts: 3,
@@ -97,6 +98,7 @@ pub fn echelon(name: &str, priority: u32, targets: &[&str]) -> EchelonSpec {
         name: name.into(),
         priority,
         targets: targets.iter().map(|t| target(t)).collect(),
+        breaker: None,
         concurrency_limit: None,
         rpm_limit: None,
         timeout: Duration::from_secs(30),

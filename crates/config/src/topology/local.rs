@@ -324,8 +324,13 @@ pub(super) fn model(
     })
 }
 
-pub(super) fn breaker(raw: Option<&RawBreaker>, out: &mut Vec<Diagnostic>) -> BreakerPolicy {
-    let d = BreakerPolicy::default();
+/// A `[circuit_breaker]` table over `base` (the defaults, or for an echelon its group's).
+pub(super) fn breaker(
+    raw: Option<&RawBreaker>,
+    base: BreakerPolicy,
+    out: &mut Vec<Diagnostic>,
+) -> BreakerPolicy {
+    let d = base;
     let Some(raw) = raw else { return d };
     let recovery_time = raw.recovery_time.read_or_in(out, POSITIVE, d.recovery_time);
     let max_recovery_time = match &raw.max_recovery_time {
@@ -343,30 +348,22 @@ pub(super) fn breaker(raw: Option<&RawBreaker>, out: &mut Vec<Diagnostic>) -> Br
         },
         None => d.max_recovery_time.max(recovery_time),
     };
-    let failure_rate = raw.failure_rate.as_ref().and_then(|rate| {
-        let threshold = match &rate.threshold {
-            Some(val) => val.get_in(out, &Range::Between(0.0, 1.0))?,
-            None => {
-                out.push(missing(
-                    &rate.here,
-                    "threshold",
-                    "`failure_rate` needs a `threshold` (0..=1)",
-                ));
-                return None;
-            }
-        };
-        Some(FailureRate {
-            threshold,
-            window: rate
-                .window
-                .read_or_in(out, POSITIVE, defaults::breaker::FAILURE_RATE_WINDOW),
-            min_calls: rate.min_calls.read_or_in(
-                out,
-                Range::AtLeast(1),
-                defaults::breaker::FAILURE_RATE_MIN_CALLS,
-            ),
-        })
-    });
+    let failure_rate = match &raw.failure_rate {
+        None => d.failure_rate,
+        Some(rate) if !rate.enabled.read_or(out, true) => None,
+        Some(rate) => {
+            let base = d.failure_rate.unwrap_or_default();
+            Some(FailureRate {
+                threshold: rate
+                    .threshold
+                    .read_or_in(out, Range::Between(0.0, 1.0), base.threshold),
+                window: rate.window.read_or_in(out, POSITIVE, base.window),
+                min_calls: rate
+                    .min_calls
+                    .read_or_in(out, Range::AtLeast(1), base.min_calls),
+            })
+        }
+    };
     BreakerPolicy {
         failure_threshold: raw.failure_threshold.read_or_in(
             out,
@@ -554,7 +551,12 @@ pub(super) fn pool(raw: RawPool, out: &mut Vec<Diagnostic>) -> PoolDraft {
         task_groups,
         health,
         health_check,
-        breaker: breaker(raw.circuit_breaker.as_ref(), out),
+        breaker: breaker(raw.circuit_breaker.as_ref(), BreakerPolicy::default(), out),
+        max_ejection_percent: raw.max_ejection_percent.read_or_in(
+            out,
+            Range::Between(0, 100),
+            defaults::pool::MAX_EJECTION_PERCENT,
+        ),
         strategy,
         max_instance_attempts: fallback.map_or(defaults::pool::MAX_INSTANCE_ATTEMPTS, |f| {
             f.max_instance_attempts.read_or_in(
@@ -643,6 +645,7 @@ pub(super) fn group(name: &str, raw: &RawGroup, out: &mut Vec<Diagnostic>) -> Gr
             .key(format!("{fallback_key}.fallback_groups")),
         );
     }
+    let group_breaker = breaker(raw.circuit_breaker.as_ref(), BreakerPolicy::default(), out);
     let mut echelons: Vec<EchelonDraft> = Vec::new();
     let mut priorities: BTreeMap<u32, String> = BTreeMap::new();
     for (echelon_name, raw_echelon) in raw.echelons.iter().flatten() {
@@ -658,7 +661,7 @@ pub(super) fn group(name: &str, raw: &RawGroup, out: &mut Vec<Diagnostic>) -> Gr
             );
             continue;
         }
-        let Some(draft) = echelon(echelon_name, raw_echelon, out) else {
+        let Some(draft) = echelon(echelon_name, raw_echelon, group_breaker, out) else {
             continue;
         };
         if let Some(other) = priorities.get(&draft.spec.priority) {
@@ -697,7 +700,7 @@ pub(super) fn group(name: &str, raw: &RawGroup, out: &mut Vec<Diagnostic>) -> Gr
     }
     GroupDraft {
         strategy,
-        breaker: breaker(raw.circuit_breaker.as_ref(), out),
+        breaker: group_breaker,
         fallback_groups,
         max_attempts: fallback.map_or(defaults::task_group::MAX_ATTEMPTS, |f| {
             f.max_attempts.read_or_in(
@@ -726,6 +729,7 @@ pub(super) fn number_in_name(name: &str) -> Option<u32> {
 pub(super) fn echelon(
     name: &str,
     raw: &RawEchelon,
+    group_breaker: BreakerPolicy,
     out: &mut Vec<Diagnostic>,
 ) -> Option<EchelonDraft> {
     let priority = match &raw.priority {
@@ -798,6 +802,10 @@ pub(super) fn echelon(
             name: EchelonName::new(name),
             priority,
             targets: refs.iter().map(|r| r.value.clone()).collect(),
+            breaker: raw
+                .circuit_breaker
+                .as_ref()
+                .map(|b| breaker(Some(b), group_breaker, out)),
             concurrency_limit: raw.concurrency_limit.value_in(out, Range::AtLeast(1)),
             rpm_limit: raw.rpm_limit.value_in(out, Range::AtLeast(1)),
             timeout: raw

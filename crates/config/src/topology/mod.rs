@@ -120,6 +120,7 @@ struct PoolDraft {
     health: HealthPolicy,
     health_check: HealthCheckSpec,
     breaker: BreakerPolicy,
+    max_ejection_percent: u32,
     strategy: PoolFallbackStrategy,
     max_instance_attempts: u32,
     fallback_pools: Vec<Ref<PoolName>>,
@@ -486,6 +487,7 @@ pub(crate) fn build(
                 health: draft.health,
                 health_check: draft.health_check,
                 breaker: draft.breaker,
+                max_ejection_percent: draft.max_ejection_percent,
                 fallback: PoolFallback {
                     strategy: draft.strategy,
                     max_instance_attempts: draft.max_instance_attempts,

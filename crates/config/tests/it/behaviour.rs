@@ -8,7 +8,9 @@ use echelon_config::{
     DiagnosticKind, LoadOptions, LogFormat, StateBackend, ValidationMode, load, load_with,
 };
 use echelon_domain::name::{GroupName, InstanceId, ModelRef, PoolName, WrapperName};
-use echelon_domain::spec::{EchelonTarget, FallbackStrategy, RotationStrategy, WrapperTarget};
+use echelon_domain::spec::{
+    EchelonTarget, FailureRate, FallbackStrategy, RotationStrategy, WrapperTarget,
+};
 
 use crate::support::{base_with, env};
 
@@ -93,8 +95,10 @@ fn optional_settings_take_their_documented_defaults() {
     assert_eq!(group.fallback.max_attempts, 5);
     assert_eq!(group.fallback.retry_delay, Duration::from_millis(250));
     assert_eq!(group.fallback.deadline, Duration::from_secs(180));
-    assert_eq!(group.breaker.failure_threshold, 5);
+    assert_eq!(group.breaker.failure_threshold, 10);
+    assert_eq!(group.breaker.failure_rate, Some(FailureRate::default()));
     let echelon = &group.echelons[0];
+    assert_eq!(echelon.breaker, None);
     assert_eq!(echelon.priority, 1);
     assert_eq!(echelon.timeout, Duration::from_secs(60));
     assert_eq!(echelon.first_token_timeout, Duration::from_secs(30));
@@ -110,7 +114,8 @@ fn optional_settings_take_their_documented_defaults() {
     assert_eq!(provider.connect_timeout, Duration::from_secs(10));
     let pool = &config.topology.pools[&PoolName::new("main")];
     assert_eq!(pool.fallback.max_instance_attempts, 3);
-    assert_eq!(pool.health.failure_threshold, 3);
+    assert_eq!(pool.health.failure_threshold, 10);
+    assert_eq!(pool.max_ejection_percent, 50);
     assert!(pool.health_check.enabled);
     // No gateway.toml: the gateway defaults.
     assert_eq!(
@@ -499,4 +504,33 @@ fn only_settings_bound_at_start_ask_for_a_restart() {
             "telemetry.service_name",
         ]
     );
+}
+
+#[test]
+fn breaker_triggers_and_the_ejection_limit_are_set_per_pool_group_and_echelon() {
+    let dir = base_with(&[
+        (
+            "llms/pools/main.toml",
+            "rotation = \"round_robin\"\nmax_ejection_percent = 30\n[[instances]]\nmodel = \"mock/small\"\n[circuit_breaker]\nfailure_threshold = 7\n[circuit_breaker.failure_rate]\nenabled = false\n",
+        ),
+        (
+            "llms/task-groups/chat.toml",
+            "[circuit_breaker]\nfailure_threshold = 4\n[circuit_breaker.failure_rate]\nmin_calls = 50\n[echelons.echelon1]\nmodels = [\"pool:main\"]\n[echelons.echelon1.circuit_breaker]\nfailure_rate = { threshold = 0.8 }\n[echelons.echelon2]\nmodels = [\"mock/large\"]\n",
+        ),
+    ]);
+    let config = load(dir.path(), &env(&[])).unwrap_or_else(|r| panic!("{r}"));
+    let pool = &config.topology.pools[&PoolName::new("main")];
+    assert_eq!(pool.max_ejection_percent, 30);
+    assert_eq!(pool.breaker.failure_threshold, 7);
+    assert_eq!(pool.breaker.failure_rate, None);
+    let group = &config.topology.task_groups[&GroupName::new("chat")];
+    let rate = group.breaker.failure_rate.unwrap();
+    assert_eq!((group.breaker.failure_threshold, rate.min_calls), (4, 50));
+    assert_eq!(rate.threshold, 0.5);
+    // The echelon's table goes over the group's: its threshold, the group's other settings.
+    let own = group.echelons[0].breaker.unwrap();
+    let own_rate = own.failure_rate.unwrap();
+    assert_eq!(own.failure_threshold, 4);
+    assert_eq!((own_rate.threshold, own_rate.min_calls), (0.8, 50));
+    assert_eq!(group.echelons[1].breaker, None);
 }

@@ -447,3 +447,14 @@ fn lenient_mode_drops_broken_entries_and_their_dependents() {
     let text: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
     insta::assert_snapshot!(text.join("\n\n"));
 }
+
+#[test]
+fn ejection_limit_and_breaker_rate_out_of_range() {
+    insta::assert_snapshot!(refused(
+        &[(
+            "llms/pools/main.toml",
+            "max_ejection_percent = 150\n[[instances]]\nmodel = \"mock/small\"\n[circuit_breaker.failure_rate]\nthreshold = 1.5\n"
+        )],
+        &[]
+    ));
+}

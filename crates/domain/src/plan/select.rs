@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::events::SkipReason;
-use crate::instance::{InstanceState, Unavailable};
+use crate::instance::{Admit, InstanceState, Unavailable};
 use crate::name::ProviderName;
 use crate::random::Random;
 use crate::routing::{AttemptTimeouts, EchelonPermit, InstanceIndex, PoolPermit};
@@ -251,7 +251,11 @@ impl Plan {
                 target: t,
                 member,
             };
-            match self.admit(at, panic, now, &mut permits) {
+            let admit = Admit {
+                panic,
+                repeat: false,
+            };
+            match self.admit(at, admit, now, &mut permits) {
                 Ok(attempt) => return FromTarget::Attempt(attempt),
                 Err(u) => {
                     self.skip(
@@ -280,8 +284,10 @@ impl Plan {
                 return Err(Refused::Target);
             }
         };
+        // Another attempt of this request in the same echelon: its breaker already saw it.
+        let repeat = self.walk.target_attempts.iter().any(|&n| n > 0);
         let echelon = match &stage.echelon {
-            Some(e) => match e.acquire(now, &*self.context.sink) {
+            Some(e) => match e.acquire(now, repeat, &*self.context.sink) {
                 Ok(permit) => Some(permit),
                 Err(u) => {
                     self.skip(s, Passed::Echelon, SkipReason::Echelon(u), now);
@@ -311,13 +317,14 @@ impl Plan {
             &pool.members,
             now,
             rng,
-            &mut |i, ignore_health| {
+            pool.max_ejection_percent,
+            &mut |i, panic| {
                 if raced.contains(&i) {
                     return Err(SkipReason::AlreadyTried);
                 }
                 let m = &pool.members[i];
                 memory.admits(pool.member_index[i], m)?;
-                m.availability(now, tokens, ignore_health)
+                m.availability(now, tokens, panic)
                     .map_err(SkipReason::Instance)
             },
             &mut |i, reason| skips.push((i, reason)),
@@ -331,7 +338,11 @@ impl Plan {
     /// Retries a member after a wait; `None` (with a skip noted) when it can no longer serve.
     pub(super) fn retry_member(&mut self, p: Pending, now: Instant) -> Option<Attempt> {
         let mut permits = self.stage_permits(p.at.stage, p.at.target, now).ok()?;
-        match self.admit(p.at, false, now, &mut permits) {
+        let admit = Admit {
+            panic: false,
+            repeat: true,
+        };
+        match self.admit(p.at, admit, now, &mut permits) {
             Ok(attempt) => Some(attempt),
             Err(u) => {
                 permits.release_unused(now);
@@ -350,14 +361,15 @@ impl Plan {
     fn admit(
         &mut self,
         at: Position,
-        panic: bool,
+        admit: Admit,
         now: Instant,
         permits: &mut StagePermits,
     ) -> Result<Attempt, Unavailable> {
         let stage = &self.route.plan.stages[at.stage];
         let pool = &stage.targets[at.target];
         let instance = &pool.members[at.member];
-        let permit = instance.acquire(now, self.context.tokens, panic, &*self.context.sink)?;
+        let permit = instance.acquire_as(now, self.context.tokens, admit, &*self.context.sink)?;
+        let panic = admit.panic;
         let echelon = match (&stage.echelon, permits.echelon.take()) {
             (Some(e), Some(mut p)) => {
                 p.mark_used();

@@ -84,6 +84,7 @@ fn build_pools(
             members,
             member_index,
             max_attempts: spec.fallback.max_instance_attempts.max(1),
+            max_ejection_percent: spec.max_ejection_percent,
             counters,
             limits,
         };
@@ -114,6 +115,7 @@ fn build_models(
             members,
             member_index,
             max_attempts: u32::try_from(n).unwrap_or(u32::MAX).max(1),
+            max_ejection_percent: crate::defaults::pool::MAX_EJECTION_PERCENT,
             counters,
             limits: None,
         };
@@ -134,13 +136,13 @@ fn build_groups(
             .echelons
             .iter()
             .map(|e| {
-                let key = EchelonLive::key(spec.breaker, e);
+                let breaker = e.breaker.unwrap_or(spec.breaker);
+                let key = EchelonLive::key(breaker, e);
                 let carried = prev
                     .and_then(|g| g.echelons.iter().find(|x| x.spec.name == e.name))
                     .filter(|x| x.live.key == key)
                     .map(|x| Arc::clone(&x.live));
-                let live =
-                    carried.unwrap_or_else(|| Arc::new(EchelonLive::new(spec.breaker, e, now)));
+                let live = carried.unwrap_or_else(|| Arc::new(EchelonLive::new(breaker, e, now)));
                 Arc::new(EchelonRuntime {
                     group: name.clone(),
                     spec: e.clone(),

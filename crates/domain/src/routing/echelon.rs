@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use crate::breaker::{BreakerPermit, BreakerTransition, CircuitBreaker};
+use crate::breaker::{Admission, BreakerPermit, BreakerTransition, CircuitBreaker};
 use crate::error::ErrorClass;
 use crate::events::{BreakerScope, Event, EventSink};
 use crate::instance::Unavailable;
@@ -132,9 +132,12 @@ impl EchelonRuntime {
 
     /// Takes its permits for one attempt; a breaker transition caused by the admission (open →
     /// half-open) goes to `sink`.
+    /// `repeat`: the request already made an attempt in this echelon (see
+    /// [`crate::breaker::Admission::repeat`]).
     pub(crate) fn acquire(
         &self,
         now: Instant,
+        repeat: bool,
         sink: &dyn EventSink,
     ) -> Result<EchelonPermit, Unavailable> {
         let slot = self
@@ -142,7 +145,11 @@ impl EchelonRuntime {
             .concurrency
             .try_acquire()
             .map_err(Unavailable::Saturated)?;
-        let breaker = self.live.breaker.try_acquire(now)?;
+        let admission = Admission {
+            repeat,
+            forced: false,
+        };
+        let breaker = self.live.breaker.try_acquire_as(now, admission)?;
         if let Some(rpm) = &self.live.rpm {
             rpm.try_acquire(now, 1).map_err(Unavailable::Saturated)?;
         }

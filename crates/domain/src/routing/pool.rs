@@ -49,6 +49,8 @@ pub(crate) struct PoolRuntime {
     pub(crate) member_index: Box<[InstanceIndex]>,
     /// Instances tried per request before the pool gives up.
     pub(crate) max_attempts: u32,
+    /// Most of its members (in percent) breakers and health may eject at once.
+    pub(crate) max_ejection_percent: u32,
     pub(crate) counters: Arc<Counters>,
     /// The pool's own limits (`[rate_limit]`, `[concurrency]`), on top of each instance's.
     pub(crate) limits: Option<Arc<PoolLimits>>,

@@ -596,6 +596,10 @@ fn unhealthy_instances_are_still_tried_when_nothing_else_is_left() {
     b.pool_mut("p").health.failure_threshold = 1;
     b.pool_mut("p").breaker.failure_threshold = 100;
     let w = b.build();
+    // Both keys served recently, so one failure each makes them look unhealthy, not dead.
+    for _ in 0..4 {
+        w.request("pool:p", |_| ok());
+    }
     w.request("pool:p", |_| fail(ErrorClass::Server));
     let mut plan = w.plan("pool:p");
     let Step::Attempt(a) = plan.next(w.now(), &w.rng) else {

@@ -230,3 +230,103 @@ pub fn fail_with(error: UpstreamError) -> Outcome {
         latency: Duration::from_millis(10),
     }
 }
+
+/// What a run of many requests came to.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Requests by verdict name (`served`, `unavailable`, ...).
+    pub verdicts: std::collections::BTreeMap<&'static str, u32>,
+    /// Attempts by instance label (`a/m#0`).
+    pub attempts: std::collections::BTreeMap<String, u32>,
+    /// The most attempts one request made.
+    pub max_attempts: u32,
+    /// Requests that made more than one attempt.
+    pub retried: u32,
+}
+
+impl Tally {
+    pub fn count(&self, verdict: &str) -> u32 {
+        self.verdicts.get(verdict).copied().unwrap_or(0)
+    }
+
+    pub fn total_attempts(&self) -> u32 {
+        self.attempts.values().sum()
+    }
+
+    pub fn attempts_of(&self, instance: &str) -> u32 {
+        self.attempts.get(instance).copied().unwrap_or(0)
+    }
+}
+
+/// One request of a concurrent run: its plan and what it waits for.
+struct InFlight {
+    plan: Plan,
+    attempt: Option<Attempt>,
+    /// When it may go on (a backoff, or the end of its attempt's latency).
+    ready_at: Instant,
+}
+
+impl World {
+    /// Runs `requests` requests on `name` with at most `concurrency` in flight, finishing the
+    /// in-flight attempts in a random order (`order`, seeded), so that outcomes of concurrent
+    /// requests interleave as they do in a real gateway; `outcome` answers each attempt. Every
+    /// completion advances the clock by `step`.
+    pub fn run_concurrent(
+        &self,
+        name: &str,
+        requests: u32,
+        concurrency: usize,
+        step: Duration,
+        order: &SplitMix64,
+        mut outcome: impl FnMut(&Attempt) -> Outcome,
+    ) -> Tally {
+        use echelon_domain::random::Random;
+        let mut tally = Tally::default();
+        let mut started = 0;
+        let mut active: Vec<InFlight> = Vec::new();
+        let finish = |plan: Plan, verdict: &Verdict, tally: &mut Tally| {
+            *tally.verdicts.entry(verdict.as_str()).or_default() += 1;
+            let n = u32::try_from(plan.attempts().len()).unwrap();
+            tally.max_attempts = tally.max_attempts.max(n);
+            tally.retried += u32::from(n > 1);
+            for a in plan.attempts() {
+                *tally.attempts.entry(a.instance.to_string()).or_default() += 1;
+            }
+        };
+        while started < requests || !active.is_empty() {
+            while started < requests && active.len() < concurrency {
+                started += 1;
+                active.push(InFlight {
+                    plan: self.plan(name),
+                    attempt: None,
+                    ready_at: self.now(),
+                });
+            }
+            let now = self.now();
+            let ready: Vec<usize> = (0..active.len())
+                .filter(|&i| active[i].ready_at <= now)
+                .collect();
+            if ready.is_empty() {
+                let next = active.iter().map(|r| r.ready_at).min().unwrap();
+                self.clock.set(next);
+                continue;
+            }
+            let i = ready[order.below(ready.len() as u64) as usize];
+            let request = &mut active[i];
+            if let Some(a) = request.attempt.take() {
+                let o = outcome(&a);
+                self.clock.advance(step);
+                request.plan.record(a, o, self.now(), &self.rng);
+            }
+            match request.plan.next(self.now(), &self.rng) {
+                Step::Attempt(a) => request.attempt = Some(a),
+                Step::Wait { until, .. } => request.ready_at = until,
+                Step::Done(v) => {
+                    let done = active.swap_remove(i);
+                    finish(done.plan, &v, &mut tally);
+                }
+            }
+        }
+        tally
+    }
+}
