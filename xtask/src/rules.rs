@@ -99,6 +99,8 @@ pub const CRATE_DEV_EDGES: &[(&str, &[&str])] = &[
     (DOMAIN, &[TEST_SUPPORT]),
     ("echelon-application", &[TEST_SUPPORT]),
     ("echelon-infrastructure", &[FAKE_UPSTREAM, TEST_SUPPORT]),
+    // Its tests start a real redis-server through echelon-test-support.
+    ("echelon-interfaces", &[TEST_SUPPORT]),
 ];
 
 /// Every crate `echelon-domain` may build on, with all its features enabled, and why.

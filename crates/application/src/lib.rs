@@ -12,5 +12,6 @@ pub mod clock;
 pub mod gateway;
 pub mod health_check;
 pub mod history;
+pub mod shared_state;
 pub mod stream;
 pub mod task;

@@ -43,8 +43,8 @@ pub use diagnostic::{ConfigReport, Diagnostic, DiagnosticKind, Location, Severit
 pub use env::{Env, ProcessEnv};
 pub use gateway::{
     AlertCondition, AlertKind, AlertLevel, AlertMetric, AlertRule, AlertRules, AlertSettings,
-    AuthSettings, Combine, Comparison, GatewaySettings, LogFormat, ServerSettings, StateBackend,
-    TelemetrySettings,
+    AuthSettings, Combine, Comparison, GatewaySettings, LogFormat, RedisSettings, ServerSettings,
+    StateBackend, TelemetrySettings,
 };
 pub use registry::{REGISTRY_VERSION, RegistrySettings, ValidationMode};
 pub use render::{render_resolved, resolved_json};

@@ -325,6 +325,12 @@ pub(crate) struct RawState {
     pub here: Here,
     pub backend: Option<Val<crate::gateway::StateBackendKind>>,
     pub redis_url: Option<Val<Secret>>,
+    pub key_prefix: Option<Val<String>>,
+    pub timeout: Option<Val<Duration>>,
+    pub sync_interval: Option<Val<Duration>>,
+    pub retry_interval: Option<Val<Duration>>,
+    pub fail_mode: Option<Val<echelon_domain::shared::FailMode>>,
+    pub replicas: Option<Val<u32>>,
 }
 
 /// `[alerts]`.

@@ -269,6 +269,19 @@ impl CircuitBreaker {
         })
     }
 
+    /// Holds the breaker open until `until` because the fleet's shared state says so (another
+    /// replica's breaker for the same target is open, or holds the fleet's one half-open trial).
+    /// An open breaker takes the new deadline as it is, so a hold can also be released early;
+    /// the trip count is left alone. The transition, when it was not open before.
+    pub fn hold_open(&self, until: Instant) -> Option<BreakerTransition> {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::Open {
+            inner.open_until = until;
+            return None;
+        }
+        Some(Self::enter(&mut inner, BreakerState::Open, Some(until)))
+    }
+
     /// Forces the breaker closed and forgets its history (an operator's reset).
     pub fn reset(&self) {
         let mut inner = self.lock();

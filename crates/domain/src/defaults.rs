@@ -132,6 +132,29 @@ pub mod server {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
+/// `gateway.toml` `[state]`: state shared by the replicas of a fleet.
+pub mod state {
+    use core::time::Duration;
+
+    /// `key_prefix`: the first part of every key the gateway writes to Redis.
+    pub const KEY_PREFIX: &str = "echelon";
+    /// `timeout`: bound on every Redis call (connecting included).
+    pub const TIMEOUT: Duration = Duration::from_millis(250);
+    /// `sync_interval`: time between two syncs of a replica with Redis.
+    pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+    /// `retry_interval`: time between two attempts to reach Redis again while falling back.
+    pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+    /// Failed syncs in a row that make a replica fall back to local state (the breaker around
+    /// Redis; not configurable).
+    pub const FAILURES_TO_FALL_BACK: u32 = 2;
+    /// `replicas`: how many replicas share the limits; local limits are divided by it while
+    /// Redis is unreachable.
+    pub const REPLICAS: u32 = 1;
+    /// The largest slice of a budget one replica holds, as a fraction of the limit divided by
+    /// `replicas`: the bound on what the fleet holds unspent (not configurable).
+    pub const LEASE_FRACTION: f64 = 0.05;
+}
+
 /// `gateway.toml` `[alerts]`.
 pub mod alerts {
     use core::time::Duration;

@@ -328,6 +328,24 @@ impl InstanceState {
         )
     }
 
+    /// Its requests-per-minute limiter, if it has an rpm limit.
+    pub fn rpm_limiter(&self) -> Option<&RateLimiter> {
+        self.rpm.as_ref()
+    }
+
+    /// Its tokens-per-minute limiter, if it has a tpm limit.
+    pub fn tpm_limiter(&self) -> Option<&RateLimiter> {
+        self.tpm.as_ref()
+    }
+
+    /// Makes its rpm and tpm limits admit only what their leases of the fleet-wide budgets
+    /// hold (see [`crate::limit::Lease`]).
+    pub fn share_budgets(&self) {
+        for limiter in self.rpm.iter().chain(&self.tpm) {
+            limiter.lease().activate();
+        }
+    }
+
     /// The end of its cooldown, if it is cooling at `now`.
     pub fn cooldown_until(&self, now: Instant) -> Option<Instant> {
         let until = self.cooldown_until.load(Ordering::Acquire);
@@ -633,8 +651,8 @@ impl InstanceState {
         }
     }
 
-    /// Revives a dead key (on reload).
-    pub(crate) fn revive_key(&self) {
+    /// Revives a dead key: on reload, or when another replica's probe revived it.
+    pub fn revive_key(&self) {
         self.key_dead.store(false, Ordering::Release);
     }
 

@@ -16,7 +16,8 @@
 //!   dry run.
 //! - [`instance`], [`health`], [`breaker`], [`limit`], [`rotation`]: the rules, usable one by one.
 //! - [`error`]: error classes and the decision table; [`events`]: the event sink port and
-//!   [`events::SkipReason`]; [`ports`]: the chat backend and shared counters ports.
+//!   [`events::SkipReason`]; [`ports`]: the chat backend port; [`shared`]: the
+//!   shared state port of a fleet of replicas.
 //!
 //! # Embedding
 //!
@@ -102,6 +103,7 @@ pub mod random;
 pub mod rotation;
 pub mod routing;
 pub mod secret;
+pub mod shared;
 pub mod spec;
 pub mod stats;
 pub mod time;

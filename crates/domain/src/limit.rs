@@ -4,11 +4,16 @@
 //! limiter is charged with an estimate first and corrected with the upstream's reported usage
 //! afterwards. Concurrency is a permit count whose permits are drop guards, so a slot returns on
 //! every path: normal completion, an error, a cancelled future or a panic unwinding through it.
+//!
+//! When several replicas share one budget, a rate limiter also holds a [`Lease`]: the slice of
+//! the fleet-wide budget this replica may spend before it asks the shared store for more. The
+//! lease is checked and charged with the local limit, in memory; only the background sync of
+//! `echelon-application` talks to the store.
 
 use core::fmt;
 use core::time::Duration;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::spec::RateAlgorithm;
@@ -88,6 +93,100 @@ enum RateState {
     },
 }
 
+/// How long a limiter whose lease is spent says to wait: about the interval of the background
+/// sync that brings a new slice.
+pub const LEASE_RETRY: Duration = Duration::from_millis(250);
+
+/// The slice of a fleet-wide budget this replica holds (see the module docs).
+///
+/// Inactive, it admits everything and counts nothing (one replica alone). Active, it admits
+/// while its balance is positive and charges every admission to it; a charge larger than the
+/// balance leaves a debt that the next sync pays to the shared budget before it asks for more.
+#[derive(Debug, Default)]
+pub struct Lease {
+    active: AtomicBool,
+    /// Units this replica may still spend; negative after a charge beyond the balance.
+    balance: AtomicI64,
+    /// Units charged since the last [`Lease::take_demand`], net of refunds.
+    spent: AtomicI64,
+    /// Whether an admission was refused for want of balance since the last take.
+    starved: AtomicBool,
+}
+
+/// What a lease saw since the last sync: the demand its next slice is sized by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseDemand {
+    /// The balance now (negative: a debt).
+    pub balance: i64,
+    /// Units charged since the last sync, net of refunds.
+    pub spent: i64,
+    /// Whether an admission was refused for want of balance.
+    pub starved: bool,
+}
+
+impl Lease {
+    /// Starts gating admissions on the balance (empty until the first grant).
+    pub fn activate(&self) {
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Whether admissions are gated on the balance.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// The balance: units this replica may still spend.
+    pub fn balance(&self) -> i64 {
+        self.balance.load(Ordering::Acquire)
+    }
+
+    /// Adds `units` granted by the shared budget (negative: units handed back).
+    pub fn credit(&self, units: i64) {
+        self.balance.fetch_add(units, Ordering::AcqRel);
+    }
+
+    /// The demand since the last call, which it resets.
+    pub fn take_demand(&self) -> LeaseDemand {
+        LeaseDemand {
+            balance: self.balance(),
+            spent: self.spent.swap(0, Ordering::AcqRel),
+            starved: self.starved.swap(false, Ordering::AcqRel),
+        }
+    }
+
+    fn admits(&self) -> bool {
+        !self.is_active() || self.balance() > 0
+    }
+
+    /// Charges `amount` if the balance is positive; refuses (and notes the want) otherwise.
+    fn try_charge(&self, amount: u32) -> bool {
+        if !self.is_active() {
+            return true;
+        }
+        let amount = i64::from(amount);
+        let charged = self
+            .balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b > 0).then_some(b - amount)
+            })
+            .is_ok();
+        if charged {
+            self.spent.fetch_add(amount, Ordering::AcqRel);
+        } else {
+            self.starved.store(true, Ordering::Release);
+        }
+        charged
+    }
+
+    /// Charges (positive) or refunds (negative) a correction, whatever the balance.
+    fn adjust(&self, delta: i64) {
+        if self.is_active() {
+            self.balance.fetch_sub(delta, Ordering::AcqRel);
+            self.spent.fetch_add(delta, Ordering::AcqRel);
+        }
+    }
+}
+
 /// A per-minute limit of requests or tokens.
 ///
 /// The token bucket holds up to `per_minute` units and refills continuously at `per_minute` per
@@ -99,6 +198,7 @@ pub struct RateLimiter {
     kind: LimitKind,
     per_minute: u32,
     state: Mutex<RateState>,
+    lease: Lease,
 }
 
 impl RateLimiter {
@@ -118,7 +218,13 @@ impl RateLimiter {
             kind,
             per_minute,
             state: Mutex::new(state),
+            lease: Lease::default(),
         }
+    }
+
+    /// Its slice of the fleet-wide budget (inactive unless the budget is shared).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// The configured amount per minute.
@@ -135,8 +241,13 @@ impl RateLimiter {
     pub fn check(&self, now: Instant, amount: u32) -> Result<(), Saturated> {
         let mut state = self.lock();
         self.refresh(&mut state, now);
-        self.wait_for(&state, now, amount)
-            .map_or(Ok(()), |retry_in| Err(self.saturated(retry_in)))
+        if let Some(retry_in) = self.wait_for(&state, now, amount) {
+            return Err(self.saturated(retry_in));
+        }
+        if !self.lease.admits() {
+            return Err(self.saturated(LEASE_RETRY));
+        }
+        Ok(())
     }
 
     /// Charges `amount` if it fits; otherwise charges nothing and says when it would fit.
@@ -147,6 +258,9 @@ impl RateLimiter {
             return Err(self.saturated(retry_in));
         }
         let amount = amount.min(self.per_minute);
+        if !self.lease.try_charge(amount) {
+            return Err(self.saturated(LEASE_RETRY));
+        }
         match &mut *state {
             RateState::Bucket { micros, .. } => *micros -= i128::from(amount) * SCALE,
             RateState::Window { entries, sum } => {
@@ -162,6 +276,7 @@ impl RateLimiter {
     pub fn adjust(&self, now: Instant, delta: i64) {
         let mut state = self.lock();
         self.refresh(&mut state, now);
+        self.lease.adjust(delta);
         let cap = i128::from(self.per_minute) * SCALE;
         match &mut *state {
             RateState::Bucket { micros, .. } => {
@@ -190,8 +305,18 @@ impl RateLimiter {
         }
     }
 
-    /// Units available now (zero when in debt); for snapshots and metrics.
+    /// Units available now (zero when in debt; no more than the lease holds when the budget is
+    /// shared); for snapshots and metrics.
     pub fn available(&self, now: Instant) -> u32 {
+        let local = self.available_locally(now);
+        if self.lease.is_active() {
+            local.min(u32::try_from(self.lease.balance().max(0)).unwrap_or(u32::MAX))
+        } else {
+            local
+        }
+    }
+
+    fn available_locally(&self, now: Instant) -> u32 {
         let mut state = self.lock();
         self.refresh(&mut state, now);
         match &*state {
@@ -435,6 +560,50 @@ mod tests {
         assert_eq!(rl.available(at(2.0)), 100);
         rl.adjust(at(2.0), 40);
         assert_eq!(rl.available(at(2.0)), 60);
+    }
+
+    #[test]
+    fn an_active_lease_gates_on_its_balance_and_keeps_debts() {
+        let rl = RateLimiter::new(
+            LimitKind::Tokens,
+            1_000,
+            RateAlgorithm::TokenBucket,
+            at(0.0),
+        );
+        // Inactive: the local limit alone.
+        rl.try_acquire(at(0.0), 10).unwrap();
+        assert_eq!(rl.lease().take_demand().spent, 0);
+        rl.lease().activate();
+        assert_eq!(
+            rl.check(at(0.0), 1).unwrap_err().retry_in,
+            Some(LEASE_RETRY)
+        );
+        assert!(rl.try_acquire(at(0.0), 1).is_err());
+        rl.lease().credit(50);
+        assert_eq!(rl.available(at(0.0)), 50);
+        // A positive balance admits a larger charge, which leaves a debt.
+        rl.try_acquire(at(0.0), 80).unwrap();
+        assert!(rl.try_acquire(at(0.0), 1).is_err());
+        rl.adjust(at(0.0), -20);
+        assert_eq!(
+            rl.lease().take_demand(),
+            LeaseDemand {
+                balance: -10,
+                spent: 60,
+                starved: true
+            }
+        );
+        assert_eq!(
+            rl.lease().take_demand(),
+            LeaseDemand {
+                balance: -10,
+                spent: 0,
+                starved: false
+            }
+        );
+        // The local limit still applies with a full lease.
+        rl.lease().credit(10_000);
+        assert!(rl.try_acquire(at(0.0), 1_000).is_err());
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Ports: what the domain needs from the outside world, as native async traits over domain types.
 //!
 //! Adapters implement them in `echelon-infrastructure`; tests implement them with small in-process
-//! fakes. The clock and randomness ports live in [`crate::time`] and [`crate::random`].
+//! fakes. The clock and randomness ports live in [`crate::time`] and [`crate::random`], the
+//! shared state port (state shared by the replicas of a fleet) in [`crate::shared`].
 
 use core::future::Future;
 use core::pin::Pin;
-use core::time::Duration;
 
 use futures_core::Stream;
 
@@ -98,34 +98,4 @@ impl<T: ChatBackend> DynChatBackend for T {
     ) -> BoxFuture<'a, Result<(), UpstreamError>> {
         Box::pin(self.probe(instance))
     }
-}
-
-/// The shared counters port failed (unreachable, timed out, refused).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("shared counters unavailable: {message}")]
-pub struct SharedCountersError {
-    /// What went wrong, free of secrets.
-    pub message: Box<str>,
-}
-
-/// Counters shared by every replica of a gateway, so that rate limits hold across the fleet
-/// (3 replicas × 10 rpm must admit 10, not 30). The in-process limiters of
-/// [`crate::limit`] stay the fast path; an adapter (Redis, for instance) implements this port,
-/// and every call it makes has its own timeout and breaker.
-pub trait SharedCounters: Send + Sync {
-    /// Adds `amount` to counter `key` in the current fixed window of length `window` and returns
-    /// the window's total after the addition.
-    fn add(
-        &self,
-        key: &str,
-        amount: u64,
-        window: Duration,
-    ) -> impl Future<Output = Result<u64, SharedCountersError>> + Send;
-
-    /// The total of counter `key` in the current window of length `window`.
-    fn total(
-        &self,
-        key: &str,
-        window: Duration,
-    ) -> impl Future<Output = Result<u64, SharedCountersError>> + Send;
 }

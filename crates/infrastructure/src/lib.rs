@@ -4,10 +4,12 @@
 //!   in-process mock; start at [`provider::ProviderClient::from_spec`].
 //! - [`http_client`]: the one upstream HTTP client builder (no redirects, no hidden retries).
 //! - [`backend_factory`]: the application's backend factory port over [`provider`].
+//! - [`state`]: the shared state port over Redis, for a fleet of replicas.
 
 pub mod backend_factory;
 pub mod http_client;
 pub mod metrics;
 pub mod provider;
+pub mod state;
 pub mod telemetry;
 pub mod webhook;

@@ -18,15 +18,17 @@ use echelon_application::clock::TokioClock;
 use echelon_application::gateway::{EngineOptions, Gateway};
 use echelon_application::health_check::{HealthCheckOptions, HealthChecker};
 use echelon_application::history::{DEFAULT_HISTORY, EventHistory};
+use echelon_application::shared_state::{SharedStateOptions, SharedStateSync};
 use echelon_application::task::BackgroundTask;
 use echelon_config::{
-    ConfigReport, GatewaySettings, LoadedConfig, ProcessEnv, Reload, StateBackend,
+    ConfigReport, GatewaySettings, LoadedConfig, ProcessEnv, RedisSettings, Reload, StateBackend,
 };
 use echelon_domain::events::{EventSink, FanOut};
 use echelon_domain::random::SplitMix64;
 use echelon_domain::routing::TableOptions;
 use echelon_infrastructure::backend_factory::ProviderBackends;
 use echelon_infrastructure::metrics::{Metrics, MetricsOptions};
+use echelon_infrastructure::state::{RedisOptions, RedisState};
 use echelon_infrastructure::telemetry::{
     self, ExportOptions, LogFormat, SpanEvents, Telemetry, TelemetryError, TelemetryOptions,
 };
@@ -249,6 +251,9 @@ pub struct Components {
     pub history: Arc<EventHistory>,
     /// The health checker and alert engine, once [`start_background`] has run.
     pub operations: Arc<Operations>,
+    /// The sync with the fleet's shared state (`[state] backend = "redis"`), started by
+    /// [`start_background`].
+    pub sharing: Option<Arc<SharedStateSync>>,
 }
 
 /// The background parts of a running gateway, readable by the admin API.
@@ -325,6 +330,11 @@ pub fn build(
     ));
     let mut table = options.table;
     table.sink = Arc::clone(&history) as Arc<dyn EventSink>;
+    let redis = match &config.gateway.state {
+        StateBackend::Redis(settings) => Some(settings.clone()),
+        StateBackend::Memory => None,
+    };
+    table.shared_budgets = redis.is_some();
     let engine = EngineOptions {
         table,
         request_timeout: config.gateway.server.request_timeout,
@@ -335,6 +345,12 @@ pub fn build(
         Arc::new(SplitMix64::new(seed)),
         engine,
     )?);
+    let sharing = redis
+        .map(|settings| shared_state_sync(&gateway, &settings, seed))
+        .transpose()?;
+    if let Some(sync) = &sharing {
+        metrics.observe_sharing(sync.status());
+    }
     let keys = Arc::new(ArcSwap::from_pointee(key_ring(&config.gateway)));
     let operations = Arc::new(Operations::default());
     let control = Arc::new(ConfigControl {
@@ -354,7 +370,41 @@ pub fn build(
         metrics,
         history,
         operations,
+        sharing,
     })
+}
+
+/// The sync of `gateway` with Redis. Building it never waits for Redis: the client connects on
+/// the first sync, and until then (or while Redis is unreachable) the replica falls back.
+fn shared_state_sync(
+    gateway: &Arc<Gateway>,
+    settings: &RedisSettings,
+    seed: u64,
+) -> anyhow::Result<Arc<SharedStateSync>> {
+    let store = RedisState::new(&RedisOptions {
+        url: settings.url.clone(),
+        key_prefix: settings.key_prefix.clone(),
+        timeout: settings.timeout,
+    })?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let replica = format!(
+        "{}-{}-{:x}",
+        host.trim(),
+        std::process::id(),
+        seed & 0xffff_ffff
+    );
+    Ok(Arc::new(SharedStateSync::new(
+        Arc::clone(gateway),
+        Arc::new(store),
+        SharedStateOptions {
+            replica: replica.into_boxed_str(),
+            sync_interval: settings.sync_interval,
+            retry_interval: settings.retry_interval,
+            timeout: settings.timeout,
+            replicas: settings.replicas,
+            fail_mode: settings.fail_mode,
+        },
+    )))
 }
 
 /// The background tasks of a running gateway; they stop when this is shut down or dropped.
@@ -382,6 +432,9 @@ pub fn start_background(
     settings: &GatewaySettings,
 ) -> anyhow::Result<Background> {
     let mut tasks = Vec::new();
+    if let Some(sync) = &components.sharing {
+        tasks.push(Arc::clone(sync).spawn());
+    }
     let checker = Arc::new(HealthChecker::new(
         Arc::clone(&components.gateway),
         Arc::clone(&components.metrics) as _,
@@ -470,14 +523,6 @@ pub struct ServeOptions {
 /// failure.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let config = load(&options.config_dir).map_err(|report| anyhow::anyhow!("{report}"))?;
-    if let StateBackend::Redis { .. } = &config.gateway.state {
-        // Refusing beats counting per process while the operator believes limits are shared.
-        anyhow::bail!(
-            "gateway.toml [state] backend = \"redis\": this build has no Redis backend yet, so rate \
-             and concurrency limits cannot be shared between replicas; set backend = \"memory\" \
-             (limits then apply per replica)"
-        );
-    }
     let telemetry = start_telemetry(&config.gateway)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");

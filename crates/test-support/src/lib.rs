@@ -7,6 +7,7 @@
 //! are thin layers over these; [`snapshot`] reads what a table reports afterwards. A
 //! dev-dependency only: no library depends on it (`CRATE_DEV_EDGES` in xtask/src/rules.rs).
 
+pub mod redis_server;
 pub mod snapshot;
 
 use core::time::Duration;

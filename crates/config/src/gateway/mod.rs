@@ -18,8 +18,8 @@ use serde::Serialize;
 pub use self::alerts::{AlertKind, AlertSettings};
 pub(crate) use self::overrides::apply_env_overrides;
 pub use self::server::ServerSettings;
-pub use self::state::StateBackend;
 pub(crate) use self::state::StateBackendKind;
+pub use self::state::{RedisSettings, StateBackend};
 pub use self::telemetry::{LogFormat, TelemetrySettings};
 pub use echelon_domain::alert::{
     AlertCondition, AlertLevel, AlertMetric, AlertRule, AlertRules, Combine, Comparison,

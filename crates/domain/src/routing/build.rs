@@ -30,6 +30,11 @@ impl RoutingTable {
         now: Instant,
     ) -> Self {
         let instances = Instances::build(&topology, previous.map(|p| &p.instances), now);
+        if options.shared_budgets {
+            for instance in instances.iter() {
+                instance.share_budgets();
+            }
+        }
         let pools = build_pools(&topology, &instances, previous, now);
         let models = build_models(&topology, &instances, previous, pools.len());
         let groups = build_groups(&topology, previous, now);

@@ -15,6 +15,9 @@ pub struct TableOptions {
     pub default_cooldown: Duration,
     /// Where events go.
     pub sink: Arc<dyn EventSink>,
+    /// Whether the rpm and tpm budgets of instances are shared with other replicas: their
+    /// limiters then admit only what their [`crate::limit::Lease`] holds, from the start.
+    pub shared_budgets: bool,
 }
 
 impl Default for TableOptions {
@@ -22,6 +25,7 @@ impl Default for TableOptions {
         Self {
             default_cooldown: crate::defaults::RATE_LIMIT_COOLDOWN,
             sink: Arc::new(NoopSink),
+            shared_budgets: false,
         }
     }
 }
@@ -30,6 +34,7 @@ impl fmt::Debug for TableOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TableOptions")
             .field("default_cooldown", &self.default_cooldown)
+            .field("shared_budgets", &self.shared_budgets)
             .finish_non_exhaustive()
     }
 }

@@ -42,6 +42,7 @@ pub use self::family::LATENCY_BUCKETS;
 use self::family::{Family, Histogram};
 use crate::telemetry::ExportStats;
 use crate::webhook::WebhookStats;
+use echelon_application::shared_state::SharingStatus;
 
 /// The label value of series folded together beyond the cap.
 pub const OTHER: &str = "other";
@@ -287,6 +288,7 @@ pub struct Metrics {
     last_reload: AtomicU8,
     span_export: OnceLock<Arc<ExportStats>>,
     webhooks: OnceLock<Arc<WebhookStats>>,
+    sharing: OnceLock<Arc<SharingStatus>>,
 }
 
 impl Default for Metrics {
@@ -310,6 +312,7 @@ impl Metrics {
             last_reload: AtomicU8::new(0),
             span_export: OnceLock::new(),
             webhooks: OnceLock::new(),
+            sharing: OnceLock::new(),
         }
     }
 
@@ -362,6 +365,11 @@ impl Metrics {
     /// Shows the webhook notifier's counters in the exposition.
     pub fn observe_webhooks(&self, stats: Arc<WebhookStats>) {
         let _ = self.webhooks.set(stats);
+    }
+
+    /// Shows the shared state sync's mode and counters in the exposition.
+    pub fn observe_sharing(&self, status: Arc<SharingStatus>) {
+        let _ = self.sharing.set(status);
     }
 
     /// The text exposition (format 0.0.4), with the live table's gauges when `live` is given.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use echelon_domain::error::ErrorClass;
 use echelon_domain::health::HealthState;
 use echelon_domain::routing::InstanceSnapshot;
+use echelon_domain::shared::SharingMode;
 
 use super::family::{Family, Histogram, LATENCY_BUCKETS};
 use super::{
@@ -476,6 +477,51 @@ fn operations(m: &Metrics, out: &mut Out) {
         ] {
             out.sample("echelon_webhook_deliveries_total", &[("result", result)], n);
         }
+    }
+
+    if let Some(status) = m.sharing.get() {
+        let snapshot = status.snapshot();
+        out.family(
+            "echelon_shared_state_mode",
+            "gauge",
+            "1 for the mode the shared state is in: shared (syncing with Redis), fallback (Redis unreachable, local state) or memory (nothing shared).",
+        );
+        for mode in [
+            SharingMode::Shared,
+            SharingMode::Fallback,
+            SharingMode::Memory,
+        ] {
+            out.sample(
+                "echelon_shared_state_mode",
+                &[("mode", mode.as_str())],
+                u64::from(snapshot.mode == mode),
+            );
+        }
+        out.family(
+            "echelon_shared_state_syncs_total",
+            "counter",
+            "Syncs of this replica with the shared state, by result (ok, failed).",
+        );
+        out.sample(
+            "echelon_shared_state_syncs_total",
+            &[("result", "ok")],
+            snapshot.syncs,
+        );
+        out.sample(
+            "echelon_shared_state_syncs_total",
+            &[("result", "failed")],
+            snapshot.failures,
+        );
+        out.family(
+            "echelon_shared_state_fallbacks_total",
+            "counter",
+            "Times this replica fell back to local state because the shared state was unreachable.",
+        );
+        out.sample(
+            "echelon_shared_state_fallbacks_total",
+            &[],
+            snapshot.fallbacks,
+        );
     }
 
     out.family(

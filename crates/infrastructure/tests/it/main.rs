@@ -6,5 +6,6 @@ mod observability;
 mod openai_faults;
 mod retry_hints;
 mod secrets;
+mod shared_state;
 mod support;
 mod translation;
