@@ -4,7 +4,7 @@
 use core::time::Duration;
 
 use echelon_domain::defaults::{
-    alerts, breaker, echelon, health, pool, provider, route, server, task_group,
+    alerts, breaker, echelon, health, pool, provider, route, server, state, task_group,
 };
 
 use crate::value::parse_duration;
@@ -170,6 +170,10 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             Time(alerts::EVALUATION_INTERVAL),
         ),
         (GATEWAY, "alerts.rules[].cooldown", Time(alerts::COOLDOWN)),
+        (GATEWAY, "state.timeout", Time(state::TIMEOUT)),
+        (GATEWAY, "state.sync_interval", Time(state::SYNC_INTERVAL)),
+        (GATEWAY, "state.retry_interval", Time(state::RETRY_INTERVAL)),
+        (GATEWAY, "state.replicas", Count(state::REPLICAS)),
         (
             GATEWAY,
             "alerts.rules[].window",

@@ -271,7 +271,7 @@ fn gateway_settings_take_environment_overrides() {
     assert_eq!(gateway.telemetry.log_format, LogFormat::Json);
     assert_eq!(gateway.telemetry.log_level, "debug");
     assert!(
-        matches!(&gateway.state, StateBackend::Redis { url } if url.expose().starts_with("redis://"))
+        matches!(&gateway.state, StateBackend::Redis(redis) if redis.url.expose().starts_with("redis://"))
     );
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }

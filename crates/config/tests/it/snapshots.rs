@@ -299,6 +299,17 @@ fn gateway_settings() {
 }
 
 #[test]
+fn state_settings() {
+    insta::assert_snapshot!(refused(
+        &[(
+            "gateway.toml",
+            "[state]\nbackend = \"redis\"\nredis_url = \"http://:canary-pw@cache:6379\"\nkey_prefix = \"my gateway\"\ntimeout = \"0s\"\nsync_interval = \"1h\"\nfail_mode = \"clsoed\"\nreplicas = 0\nreplica = 3\n",
+        )],
+        &[]
+    ));
+}
+
+#[test]
 fn alert_rules() {
     insta::assert_snapshot!(refused(
         &[(

@@ -58,6 +58,8 @@ impl RedisState {
     /// # Errors
     /// When the URL is not a Redis URL the client understands.
     pub fn new(options: &RedisOptions) -> Result<Self, SharedStateError> {
+        // rediss:// builds its TLS configuration from the process's crypto provider.
+        crate::http_client::install_crypto_provider();
         let url = options.url.expose();
         let client = redis::Client::open(url).map_err(|e| {
             SharedStateError::new(format!(

@@ -1,6 +1,6 @@
 //! `echelon doctor`: checks what a gateway needs before it can serve — the configuration, the
-//! environment variables it references, each provider's upstream (one cheap probe) and the listen
-//! address — and prints each problem with a remedy.
+//! environment variables it references, each provider's upstream (one cheap probe), the shared
+//! state (Redis answers PING) and the listen address — and prints each problem with a remedy.
 
 use echelon_domain::time::DurationText;
 use std::fmt::Write as _;
@@ -10,12 +10,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use echelon_application::backends::BackendFactory;
-use echelon_config::{DiagnosticKind, Env, LoadedConfig, ProcessEnv, ValidationMode};
+use echelon_config::{DiagnosticKind, Env, LoadedConfig, ProcessEnv, StateBackend, ValidationMode};
 use echelon_domain::error::{ErrorClass, UpstreamError};
 use echelon_domain::name::InstanceId;
+use echelon_domain::shared::SharedState as _;
 use echelon_domain::spec::{ProviderKind, ProviderSpec, Topology};
 use echelon_infrastructure::backend_factory::ProviderBackends;
 use echelon_infrastructure::provider::endpoint::{Endpoint, endpoint_urls};
+use echelon_infrastructure::state::{RedisOptions, RedisState, redacted_url};
 
 use super::config::{counts, display_url, kind_name, load, plural};
 
@@ -166,6 +168,12 @@ pub async fn diagnose(args: &Args) -> Report {
         )],
     };
     report.sections.push(("upstreams", upstreams));
+    if let Some(config) = &config {
+        report.sections.push((
+            "shared state",
+            check_shared_state(&config.gateway.state).await,
+        ));
+    }
     let listen = args
         .listen
         .or_else(|| config.as_ref().map(|c| c.gateway.server.listen));
@@ -178,6 +186,46 @@ pub async fn diagnose(args: &Args) -> Report {
     };
     report.sections.push(("listen address", listen_findings));
     report
+}
+
+/// Whether Redis answers, when `[state] backend = "redis"`: PING within the configured timeout.
+/// The URL is shown without its password.
+async fn check_shared_state(state: &StateBackend) -> Vec<Finding> {
+    let StateBackend::Redis(settings) = state else {
+        return vec![Finding::ok(
+            "backend = \"memory\": limits, cooldowns and breakers apply per replica",
+        )];
+    };
+    let shown = redacted_url(settings.url.expose());
+    let store = match RedisState::new(&RedisOptions {
+        url: settings.url.clone(),
+        key_prefix: settings.key_prefix.clone(),
+        timeout: settings.timeout,
+    }) {
+        Ok(store) => store,
+        Err(error) => {
+            return vec![Finding::fail(
+                format!("Redis {shown}: {error}"),
+                "fix [state] redis_url in gateway.toml",
+            )];
+        }
+    };
+    // A first connection may take a little longer than a call on an open one.
+    match tokio::time::timeout(settings.timeout * 4, store.ping()).await {
+        Ok(Ok(())) => vec![Finding::ok(format!(
+            "Redis {shown} answers (key prefix {:?}, fail mode {})",
+            settings.key_prefix,
+            settings.fail_mode.as_str()
+        ))],
+        Ok(Err(error)) => vec![Finding::fail(
+            format!("Redis {shown}: {}", error.message),
+            "start Redis (redis-server) or fix [state] redis_url; while Redis is unreachable each replica falls back to local state",
+        )],
+        Err(_) => vec![Finding::fail(
+            format!("Redis {shown} did not answer PING in time"),
+            "check that Redis runs and is reachable, or raise [state] timeout",
+        )],
+    }
 }
 
 /// Loads the tree strictly; when that fails, loads what it can leniently so that the other

@@ -620,27 +620,77 @@ fn mock_upstream_starts_and_answers() {
 }
 
 #[test]
-fn serve_refuses_a_state_backend_it_cannot_provide() {
+fn serve_keeps_serving_while_redis_is_unreachable_and_doctor_says_so() {
+    let dir = small_tree();
+    let redis_port = closed_port();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!(
+            "[state]\nbackend = \"redis\"\nredis_url = \"redis://:canary-pw@127.0.0.1:{redis_port}/0\"\ntimeout = \"100ms\"\nretry_interval = \"200ms\"\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().to_str().unwrap();
+    let doctor = run(&["doctor", "--config", config]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    assert!(
+        doctor
+            .stdout
+            .contains(&format!("Redis redis://***@127.0.0.1:{redis_port}/0")),
+        "{}",
+        doctor.stdout
+    );
+    assert!(!doctor.stdout.contains("canary-pw"), "{}", doctor.stdout);
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], closed_port()));
+    let mut child = echelon()
+        .args(["serve", "--config", config, "--listen", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Spawned(child);
+    wait_until_ready(addr, "/healthz");
+    let started = Instant::now();
+    loop {
+        let metrics = wait_until_ready(addr, "/metrics");
+        if metrics.contains("echelon_shared_state_mode{mode=\"fallback\"} 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never fell back:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    let mut log = String::new();
+    BufReader::new(stderr).read_to_string(&mut log).unwrap();
+    assert!(log.contains("falling back to local state"), "{log}");
+    assert!(!log.contains("canary-pw"), "{log}");
+}
+
+#[test]
+fn doctor_says_when_redis_answers() {
+    let redis = echelon_test_support::redis_server::RedisServer::start();
     let dir = small_tree();
     std::fs::write(
         dir.path().join("gateway.toml"),
-        "[state]\nbackend = \"redis\"\nredis_url = \"redis://:canary-pw@127.0.0.1:6379/0\"\n",
+        format!(
+            "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+            redis.url()
+        ),
     )
     .unwrap();
-    let out = run(&[
-        "serve",
-        "--config",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    let doctor = run(&["doctor", "--config", dir.path().to_str().unwrap()]);
     assert!(
-        out.stderr.contains("backend = \"memory\""),
+        doctor
+            .stdout
+            .contains(&format!("Redis {} answers", redis.url())),
         "{}",
-        out.stderr
+        doctor.stdout
     );
-    assert!(!out.stderr.contains("canary-pw"), "{}", out.stderr);
 }
 
 /// A LiteLLM proxy config from the config crate's fixtures (vendored from LiteLLM's docs).

@@ -4,5 +4,6 @@ mod cli;
 mod endpoints;
 mod http;
 mod reload;
+mod replicas;
 mod support;
 mod ui;
