@@ -77,7 +77,7 @@ pub(super) fn build(raw: &RawState, out: &mut Vec<Diagnostic>) -> StateBackend {
     let short = Range::Between(Duration::from_millis(1), Duration::from_secs(60));
     let timeout = raw
         .timeout
-        .read_or_in(out, short.clone(), defaults::TIMEOUT);
+        .read_or_in(out, short, defaults::TIMEOUT);
     let sync_interval = raw.sync_interval.read_or_in(
         out,
         Range::Between(Duration::from_millis(10), Duration::from_secs(10)),
