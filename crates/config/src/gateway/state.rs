@@ -75,9 +75,7 @@ pub(super) fn build(raw: &RawState, out: &mut Vec<Diagnostic>) -> StateBackend {
     let kind = raw.backend.read_or(out, StateBackendKind::Memory);
     let url = raw.redis_url.as_ref().and_then(|val| redis_url(val, out));
     let short = Range::Between(Duration::from_millis(1), Duration::from_secs(60));
-    let timeout = raw
-        .timeout
-        .read_or_in(out, short, defaults::TIMEOUT);
+    let timeout = raw.timeout.read_or_in(out, short, defaults::TIMEOUT);
     let sync_interval = raw.sync_interval.read_or_in(
         out,
         Range::Between(Duration::from_millis(10), Duration::from_secs(10)),
