@@ -369,14 +369,15 @@ fn the_edge_table_is_the_one_of_the_design() {
             ("xtask-bench", 0)
         ]
     );
-    // Only test tools are dev-only edges: the shared topologies for the crates below the
-    // composition root, the fake upstream for the adapters.
+    // Only test tools are dev-only edges: the shared topologies (and the redis-server
+    // launcher) for the crates' tests, the fake upstream for the adapters.
     assert_eq!(
         CRATE_DEV_EDGES,
         [
             (DOMAIN, &[TEST_SUPPORT][..]),
             (APPLICATION, &[TEST_SUPPORT][..]),
             (INFRASTRUCTURE, &[FAKE_UPSTREAM, TEST_SUPPORT][..]),
+            (INTERFACES, &[TEST_SUPPORT][..]),
         ]
     );
 }
