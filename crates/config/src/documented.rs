@@ -7,7 +7,7 @@ use echelon_domain::defaults::{
     alerts, breaker, echelon, health, pool, provider, route, server, state, task_group,
 };
 
-use crate::value::parse_duration;
+use crate::value::{parse_duration, parse_size};
 
 /// A default as the page states it.
 #[derive(Debug, PartialEq)]
@@ -15,11 +15,12 @@ enum Value {
     Count(u32),
     Time(Duration),
     Share(f64),
+    Size(u64),
 }
 
 /// Every default: the page's section heading, the key as the page writes it, the value.
 fn defaults() -> Vec<(&'static str, &'static str, Value)> {
-    use Value::{Count, Share, Time};
+    use Value::{Count, Share, Size, Time};
     const REGISTRY: &str = "## `llms/_registry.toml`";
     const PROVIDERS: &str = "## Providers";
     const POOLS: &str = "## Pools";
@@ -164,6 +165,33 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             "server.request_timeout",
             Time(server::REQUEST_TIMEOUT),
         ),
+        (GATEWAY, "server.max_body_size", Size(server::MAX_BODY_SIZE)),
+        (
+            GATEWAY,
+            "server.shutdown_grace",
+            Time(server::SHUTDOWN_GRACE),
+        ),
+        (
+            GATEWAY,
+            "server.header_read_timeout",
+            Time(server::HEADER_READ_TIMEOUT),
+        ),
+        (GATEWAY, "server.idle_timeout", Time(server::IDLE_TIMEOUT)),
+        (
+            GATEWAY,
+            "server.body_read_timeout",
+            Time(server::BODY_READ_TIMEOUT),
+        ),
+        (
+            GATEWAY,
+            "server.max_header_size",
+            Size(server::MAX_HEADER_SIZE),
+        ),
+        (
+            GATEWAY,
+            "server.max_connections",
+            Count(server::MAX_CONNECTIONS),
+        ),
         (
             GATEWAY,
             "alerts.evaluation_interval",
@@ -215,6 +243,10 @@ fn value(cell: &str) -> Option<Value> {
     }
     if let Ok(share) = text.parse() {
         return Some(Value::Share(share));
+    }
+    // A size ends in `B` (`"4MiB"`, `"32KiB"`); a duration never does.
+    if text.ends_with('B') {
+        return parse_size(text).ok().map(Value::Size);
     }
     parse_duration(text).ok().map(Value::Time)
 }

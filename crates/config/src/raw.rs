@@ -297,6 +297,11 @@ pub(crate) struct RawServer {
     pub max_body_size: Option<Val<ByteSize>>,
     pub request_timeout: Option<Val<Duration>>,
     pub shutdown_grace: Option<Val<Duration>>,
+    pub header_read_timeout: Option<Val<Duration>>,
+    pub idle_timeout: Option<Val<Duration>>,
+    pub body_read_timeout: Option<Val<Duration>>,
+    pub max_header_size: Option<Val<ByteSize>>,
+    pub max_connections: Option<Val<u32>>,
 }
 
 /// `[auth]`.

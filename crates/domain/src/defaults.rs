@@ -124,12 +124,31 @@ pub mod route {
     pub const RETRY_AFTER_MAX_WAIT: Duration = Duration::from_secs(5);
 }
 
-/// `gateway.toml` `[server]`, where the request engine needs the same value.
+/// `gateway.toml` `[server]`: the request engine's deadline and the HTTP server's limits.
 pub mod server {
     use core::time::Duration;
 
     /// `request_timeout`: upper bound on one client request, streaming included.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+    /// `max_body_size`: largest request body accepted, in bytes (4 MiB).
+    pub const MAX_BODY_SIZE: u64 = 4 * 1024 * 1024;
+    /// `shutdown_grace`: how long a drain waits for requests in flight.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// `header_read_timeout`: a connection whose request head (request line and headers) is not
+    /// complete this long after its first byte is closed. With TLS, the handshake must finish
+    /// within it too.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `idle_timeout`: a keep-alive connection with no request in flight and no byte of a new
+    /// one is closed after this long (also a new connection that sends nothing).
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `body_read_timeout`: the whole request body must arrive within this long after its head.
+    pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_header_size`: largest request head (request line and headers), in bytes (32 KiB);
+    /// a larger one is answered 431.
+    pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
+    /// `max_connections`: client connections served at once; further ones are answered 503
+    /// and closed.
+    pub const MAX_CONNECTIONS: u32 = 1024;
 }
 
 /// `gateway.toml` `[state]`: state shared by the replicas of a fleet.

@@ -559,10 +559,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let running = crate::http::start(
         listener,
         &components,
-        crate::http::ServerOptions {
-            max_body_size: server.max_body_size,
-            shutdown_grace: server.shutdown_grace,
-        },
+        crate::http::ServerOptions::from_settings(&server),
         shutdown_signal(),
     )?;
     running.wait().await?;

@@ -1,8 +1,10 @@
-//! `[server]`: the listen address, body size limit, request deadline and drain grace.
+//! `[server]`: the listen address, the request deadline, the drain grace and the HTTP server's
+//! limits (body and header sizes, header, idle and body timeouts, connections).
 
 use core::time::Duration;
 use std::net::SocketAddr;
 
+use echelon_domain::defaults::server as default;
 use serde::Serialize;
 
 use crate::de::Val;
@@ -21,15 +23,30 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight requests. Default 30 s.
     pub shutdown_grace: Duration,
+    /// A request head not complete this long after its first byte closes the connection.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with nothing in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// The whole request body must arrive within this long after its head.
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_size: u64,
+    /// Client connections served at once.
+    pub max_connections: u32,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_size: 4 * 1024 * 1024,
-            request_timeout: echelon_domain::defaults::server::REQUEST_TIMEOUT,
-            shutdown_grace: Duration::from_secs(30),
+            max_body_size: default::MAX_BODY_SIZE,
+            request_timeout: default::REQUEST_TIMEOUT,
+            shutdown_grace: default::SHUTDOWN_GRACE,
+            header_read_timeout: default::HEADER_READ_TIMEOUT,
+            idle_timeout: default::IDLE_TIMEOUT,
+            body_read_timeout: default::BODY_READ_TIMEOUT,
+            max_header_size: default::MAX_HEADER_SIZE,
+            max_connections: default::MAX_CONNECTIONS,
         }
     }
 }
@@ -48,6 +65,21 @@ impl ServerSettings {
         }
         if self.shutdown_grace != started.shutdown_grace {
             keys.push("server.shutdown_grace");
+        }
+        if self.header_read_timeout != started.header_read_timeout {
+            keys.push("server.header_read_timeout");
+        }
+        if self.idle_timeout != started.idle_timeout {
+            keys.push("server.idle_timeout");
+        }
+        if self.body_read_timeout != started.body_read_timeout {
+            keys.push("server.body_read_timeout");
+        }
+        if self.max_header_size != started.max_header_size {
+            keys.push("server.max_header_size");
+        }
+        if self.max_connections != started.max_connections {
+            keys.push("server.max_connections");
         }
         keys
     }
@@ -76,6 +108,34 @@ pub(super) fn build(s: &RawServer, out: &mut Vec<Diagnostic>) -> ServerSettings 
             defaults.request_timeout,
         ),
         shutdown_grace: s.shutdown_grace.read_or(out, defaults.shutdown_grace),
+        header_read_timeout: s.header_read_timeout.read_or_in(
+            out,
+            Range::AtLeast(Duration::from_millis(10)),
+            defaults.header_read_timeout,
+        ),
+        idle_timeout: s.idle_timeout.read_or_in(
+            out,
+            Range::AtLeast(Duration::from_millis(10)),
+            defaults.idle_timeout,
+        ),
+        body_read_timeout: s.body_read_timeout.read_or_in(
+            out,
+            Range::AtLeast(Duration::from_millis(10)),
+            defaults.body_read_timeout,
+        ),
+        max_header_size: s
+            .max_header_size
+            .read_or_in(
+                out,
+                Range::Between(ByteSize(1024), ByteSize(1 << 20)),
+                ByteSize(defaults.max_header_size),
+            )
+            .0,
+        max_connections: s.max_connections.read_or_in(
+            out,
+            Range::Between(1, 1_000_000),
+            defaults.max_connections,
+        ),
     }
 }
 

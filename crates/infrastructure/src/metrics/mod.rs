@@ -18,6 +18,7 @@
 //! `echelon_metrics_label_overflow_total{metric}`, so no input can grow the exposition without
 //! bound.
 
+mod connections;
 mod family;
 mod render;
 
@@ -38,6 +39,7 @@ use echelon_domain::name::{EchelonName, GroupName, InstanceId};
 use echelon_domain::routing::TableSnapshot;
 use echelon_domain::time::Instant;
 
+pub use self::connections::{ConnectionStats, ConnectionTimeout};
 pub use self::family::LATENCY_BUCKETS;
 use self::family::{Family, Histogram};
 use crate::telemetry::ExportStats;
@@ -289,6 +291,7 @@ pub struct Metrics {
     span_export: OnceLock<Arc<ExportStats>>,
     webhooks: OnceLock<Arc<WebhookStats>>,
     sharing: OnceLock<Arc<SharingStatus>>,
+    connections: ConnectionStats,
 }
 
 impl Default for Metrics {
@@ -313,6 +316,7 @@ impl Metrics {
             span_export: OnceLock::new(),
             webhooks: OnceLock::new(),
             sharing: OnceLock::new(),
+            connections: ConnectionStats::default(),
         }
     }
 
@@ -370,6 +374,11 @@ impl Metrics {
     /// Shows the shared state sync's mode and counters in the exposition.
     pub fn observe_sharing(&self, status: Arc<SharingStatus>) {
         let _ = self.sharing.set(status);
+    }
+
+    /// The HTTP server's connection counters, which it updates itself.
+    pub fn connections(&self) -> &ConnectionStats {
+        &self.connections
     }
 
     /// The text exposition (format 0.0.4), with the live table's gauges when `live` is given.

@@ -524,6 +524,46 @@ fn operations(m: &Metrics, out: &mut Out) {
         );
     }
 
+    let connections = m.connections();
+    out.family(
+        "echelon_http_connections_open",
+        "gauge",
+        "Client connections open now.",
+    );
+    out.sample("echelon_http_connections_open", &[], connections.open_now());
+    out.family(
+        "echelon_http_connections_accepted_total",
+        "counter",
+        "Client connections accepted and served.",
+    );
+    out.sample(
+        "echelon_http_connections_accepted_total",
+        &[],
+        connections.accepted_total(),
+    );
+    out.family(
+        "echelon_http_connections_refused_total",
+        "counter",
+        "Client connections turned away because server.max_connections were open.",
+    );
+    out.sample(
+        "echelon_http_connections_refused_total",
+        &[],
+        connections.refused_total(),
+    );
+    out.family(
+        "echelon_http_connections_timed_out_total",
+        "counter",
+        "Client connections closed by a server timeout, by phase (tls_handshake, header, idle, body).",
+    );
+    for kind in super::ConnectionTimeout::ALL {
+        out.sample(
+            "echelon_http_connections_timed_out_total",
+            &[("phase", kind.label())],
+            connections.timed_out_total(kind),
+        );
+    }
+
     out.family(
         "echelon_metrics_label_overflow_total",
         "counter",

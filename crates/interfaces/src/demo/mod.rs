@@ -301,6 +301,7 @@ pub async fn run(
         crate::http::ServerOptions {
             max_body_size: 1 << 20,
             shutdown_grace: Duration::from_secs(2),
+            ..Default::default()
         },
         std::future::pending(),
     )?;

@@ -69,6 +69,12 @@ async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
     {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(ApiError::too_large(limit)),
+        Err(error) if super::server::is_body_read_timeout(&*error) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            "the request body did not arrive within the gateway's limit (server.body_read_timeout)",
+        )),
         Err(_) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",

@@ -1,4 +1,5 @@
 //! The OpenAI-compatible HTTP gateway: routes, client and admin authentication, graceful drain.
+//! `server/` is the listener and the connections under the server's limits.
 //!
 //! - `POST /v1/chat/completions` (JSON and SSE), `GET /v1/models`
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`
@@ -8,6 +9,7 @@
 pub mod admin;
 pub mod chat;
 pub mod error;
+pub mod server;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -21,7 +23,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use echelon_application::gateway::Gateway;
 use echelon_application::history::EventHistory;
 use echelon_infrastructure::metrics::{LiveView, Metrics};
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::app::{Components, ConfigControl, Operations};
 use crate::auth::KeyRing;
+pub use crate::http::server::ConnectionLimits;
 
 /// What every handler serves from.
 #[derive(Debug)]
@@ -62,6 +64,29 @@ pub struct ServerOptions {
     pub max_body_size: u64,
     /// How long a drain waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Timeouts, header size and connection count of client connections.
+    pub limits: ConnectionLimits,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_body_size: echelon_domain::defaults::server::MAX_BODY_SIZE,
+            shutdown_grace: echelon_domain::defaults::server::SHUTDOWN_GRACE,
+            limits: ConnectionLimits::default(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The options `[server]` configures.
+    pub fn from_settings(server: &echelon_config::ServerSettings) -> Self {
+        Self {
+            max_body_size: server.max_body_size,
+            shutdown_grace: server.shutdown_grace,
+            limits: ConnectionLimits::from_settings(server),
+        }
+    }
 }
 
 /// Builds the router over shared state.
@@ -178,47 +203,24 @@ pub fn start(
         stop_streams: stop_rx,
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        // Nagle's algorithm would hold small SSE events back by up to 40 ms.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     let drain_state = Arc::clone(&state);
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let began = async move {
+    let drain = async move {
         tokio::select! {
             () = signal => {}
             _ = shutdown_rx => {}
         }
         drain_state.draining.store(true, Ordering::Release);
-        tracing::info!("draining: readiness fails, new connections are refused");
-        let _ = drain_tx.send(());
     };
-    let grace = options.shutdown_grace;
+    let listener_task = server::Listener {
+        router: router(Arc::clone(&state)),
+        limits: options.limits,
+        metrics: Arc::clone(&components.metrics),
+        grace: options.shutdown_grace,
+        stop_streams: stop_tx,
+    };
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(began);
-        let serve = std::pin::pin!(serve.into_future());
-        let mut serve = serve;
-        let drained = async {
-            // Only start the grace clock once the drain has begun.
-            if drain_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            result = &mut serve => return result,
-            () = drained => {}
-        }
-        tracing::warn!("grace period over: ending streams still running with an error event");
-        let _ = stop_tx.send(true);
-        // Streams end at once now; give their last events a moment to be written.
-        match tokio::time::timeout(Duration::from_secs(2), &mut serve).await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        }
+        listener_task.run(listener, drain).await;
+        Ok(())
     });
     Ok(RunningServer {
         addr,

@@ -420,6 +420,7 @@ async fn the_gateway_serves_through_anthropic_and_gemini_fakes() {
         echelon_interfaces::http::ServerOptions {
             max_body_size: 64 * 1024,
             shutdown_grace: Duration::from_millis(100),
+            ..Default::default()
         },
         std::future::pending(),
     )

@@ -148,6 +148,7 @@ target = "primary/ok"
         ServerOptions {
             max_body_size: 16 * 1024,
             shutdown_grace: grace,
+            ..Default::default()
         },
         std::future::pending(),
     )

@@ -3,6 +3,7 @@
 mod cli;
 mod endpoints;
 mod http;
+mod limits;
 mod reload;
 mod replicas;
 mod support;

@@ -69,6 +69,7 @@ async fn file_edits_reload_valid_trees_and_refuse_invalid_ones_without_interrupt
         ServerOptions {
             max_body_size: 1 << 20,
             shutdown_grace: Duration::from_millis(200),
+            ..Default::default()
         },
         std::future::pending(),
     )
@@ -207,6 +208,7 @@ async fn an_alert_threshold_edited_in_gateway_toml_applies_within_seconds_and_a_
         ServerOptions {
             max_body_size: 1 << 20,
             shutdown_grace: Duration::from_millis(200),
+            ..Default::default()
         },
         std::future::pending(),
     )

@@ -139,6 +139,7 @@ timeout = "2s"
         ServerOptions {
             max_body_size: 64 * 1024,
             shutdown_grace: Duration::from_millis(200),
+            ..Default::default()
         },
         std::future::pending(),
     )
