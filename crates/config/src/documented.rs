@@ -4,7 +4,8 @@
 use core::time::Duration;
 
 use echelon_domain::defaults::{
-    alerts, breaker, echelon, health, pool, provider, route, server, state, task_group,
+    alerts, breaker, echelon, health, pool, provider, retry_budget, route, server, state,
+    task_group,
 };
 
 use crate::value::{parse_duration, parse_size};
@@ -39,6 +40,13 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             Time(route::RETRY_DELAY),
         ),
         (REGISTRY, "route_defaults.deadline", Time(route::DEADLINE)),
+        (REGISTRY, "retry_budget.ratio", Share(retry_budget::RATIO)),
+        (
+            REGISTRY,
+            "retry_budget.min_per_second",
+            Count(retry_budget::MIN_PER_SECOND),
+        ),
+        (REGISTRY, "retry_budget.window", Time(retry_budget::WINDOW)),
         (REGISTRY, "route_defaults.timeout", Time(route::TIMEOUT)),
         (
             REGISTRY,

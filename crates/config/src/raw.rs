@@ -19,11 +19,21 @@ pub(crate) struct RawRegistry {
     pub registry: Option<RawRegistryHeader>,
     pub global: Option<RawGlobal>,
     pub route_defaults: Option<RawRouteDefaults>,
+    pub retry_budget: Option<RawRetryBudget>,
     pub providers: Option<BTreeMap<String, RawRegistryEntry>>,
     pub pools: Option<BTreeMap<String, RawRegistryEntry>>,
     pub task_groups: Option<BTreeMap<String, RawRegistryEntry>>,
     pub wrappers: Option<BTreeMap<String, RawRegistryEntry>>,
     pub strategies: Option<BTreeMap<String, RawRegistryEntry>>,
+}
+
+/// `[retry_budget]` of the registry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryBudget {
+    pub ratio: Option<Val<f64>>,
+    pub min_per_second: Option<Val<u32>>,
+    pub window: Option<Val<Duration>>,
 }
 
 /// `[registry]`.

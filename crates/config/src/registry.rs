@@ -4,7 +4,7 @@
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use echelon_domain::spec::RouteDefaults;
+use echelon_domain::spec::{RetryBudgetPolicy, RouteDefaults};
 use serde::Serialize;
 
 use crate::de::{Here, from_node};
@@ -127,6 +127,8 @@ pub(crate) struct Registry {
     pub settings: RegistrySettings,
     /// `[route_defaults]`: settings of routes without an echelon.
     pub route_defaults: RouteDefaults,
+    /// `[retry_budget]`: the fleet-wide bound on retries.
+    pub retry_budget: RetryBudgetPolicy,
     pub entries: BTreeMap<Kind, Vec<EntryFile>>,
     /// Kinds that the registry lists explicitly.
     pub listed: BTreeSet<Kind>,
@@ -190,6 +192,22 @@ pub(crate) fn load(files: &mut Files, env: &dyn Env, out: &mut Vec<Diagnostic>) 
     }
     if let Some(table) = raw.as_ref().and_then(|raw| raw.route_defaults.as_ref()) {
         registry.route_defaults = route_defaults(table, out);
+    }
+    if let Some(table) = raw.as_ref().and_then(|raw| raw.retry_budget.as_ref()) {
+        let d = RetryBudgetPolicy::default();
+        registry.retry_budget = RetryBudgetPolicy {
+            ratio: table.ratio.read_or_in(out, Range::Between(0.0, 10.0), d.ratio),
+            min_per_second: table.min_per_second.read_or_in(
+                out,
+                Range::Between(0, 1_000_000),
+                d.min_per_second,
+            ),
+            window: table.window.read_or_in(
+                out,
+                Range::Between(Duration::from_secs(1), Duration::from_secs(600)),
+                d.window,
+            ),
+        };
     }
     for kind in Kind::ALL {
         let table = raw.as_ref().and_then(|raw| match kind {

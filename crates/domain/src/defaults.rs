@@ -72,6 +72,21 @@ pub mod breaker {
     pub const FAILURE_RATE_MIN_CALLS: u32 = 20;
 }
 
+/// `[retry_budget]` of `llms/_registry.toml`: the fleet-wide bound on retries and fallbacks.
+pub mod retry_budget {
+    use core::time::Duration;
+
+    /// `ratio`: retries allowed per request of the window. One half: in a total outage the
+    /// upstreams see at most 1.5 attempts per request, while a fleet where every member fails
+    /// 20 % (which needs about 25 % retries) still has them.
+    pub const RATIO: f64 = 0.5;
+    /// `min_per_second`: retries allowed per second of the window whatever the traffic, so a
+    /// quiet gateway can still retry its few requests.
+    pub const MIN_PER_SECOND: u32 = 10;
+    /// `window`: how far back requests and retries are counted.
+    pub const WINDOW: Duration = Duration::from_secs(10);
+}
+
 /// `llms/task-groups/*.toml`: `[fallback]`.
 pub mod task_group {
     use core::time::Duration;

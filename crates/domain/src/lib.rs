@@ -89,6 +89,7 @@
 
 pub mod alert;
 pub mod breaker;
+pub mod budget;
 pub mod chat;
 pub mod defaults;
 pub mod error;

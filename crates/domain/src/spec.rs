@@ -532,6 +532,29 @@ impl Default for RouteDefaults {
     }
 }
 
+/// The fleet-wide retry budget (`[retry_budget]` of `llms/_registry.toml`; defaults in
+/// [`defaults::retry_budget`]; see [`crate::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RetryBudgetPolicy {
+    /// Retries allowed per request of the window.
+    pub ratio: f64,
+    /// Retries allowed per second of the window whatever the traffic.
+    pub min_per_second: u32,
+    /// How far back requests and retries are counted.
+    pub window: Duration,
+}
+
+impl Default for RetryBudgetPolicy {
+    fn default() -> Self {
+        Self {
+            ratio: defaults::retry_budget::RATIO,
+            min_per_second: defaults::retry_budget::MIN_PER_SECOND,
+            window: defaults::retry_budget::WINDOW,
+        }
+    }
+}
+
 /// The whole validated routing configuration.
 ///
 /// Maps are ordered so that listings, plans and snapshots are deterministic.
@@ -550,6 +573,8 @@ pub struct Topology {
     pub wrappers: BTreeMap<WrapperName, WrapperSpec>,
     /// Settings of routes without an echelon (`[route_defaults]` of the registry).
     pub route_defaults: RouteDefaults,
+    /// The fleet-wide retry budget (`[retry_budget]` of the registry).
+    pub retry_budget: RetryBudgetPolicy,
 }
 
 impl Topology {

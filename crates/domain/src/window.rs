@@ -65,6 +65,18 @@ impl SlidingCounts {
         slot.b = slot.b.saturating_add(b);
     }
 
+    /// Takes `a` and `b` back from the bucket of `now` (never below zero): an addition at `now`
+    /// that turned out not to happen.
+    pub fn sub(&self, now: Instant, a: u64, b: u64) {
+        let epoch = self.epoch(now);
+        let mut buckets = self.lock();
+        let slot = &mut buckets[(epoch % BUCKETS as u64) as usize];
+        if slot.epoch == epoch {
+            slot.a = slot.a.saturating_sub(a);
+            slot.b = slot.b.saturating_sub(b);
+        }
+    }
+
     /// The two counts of the window ending at `now`.
     pub fn totals(&self, now: Instant) -> (u64, u64) {
         let epoch = self.epoch(now);

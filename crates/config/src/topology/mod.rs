@@ -460,6 +460,7 @@ pub(crate) fn build(
     // Assemble.
     let mut topology = Topology {
         route_defaults: registry.route_defaults,
+        retry_budget: registry.retry_budget,
         ..Topology::default()
     };
     if errors.is_empty() {

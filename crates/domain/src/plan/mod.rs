@@ -38,6 +38,7 @@
 use core::time::Duration;
 use std::sync::Arc;
 
+use crate::budget::RetryBudget;
 use crate::chat::Usage;
 use crate::error::UpstreamError;
 use crate::events::{EventSink, SkipReason};
@@ -152,6 +153,8 @@ struct Pending {
 /// What a plan was started with and does not change.
 struct Context {
     sink: Arc<dyn EventSink>,
+    /// The fleet-wide retry budget every attempt after the first draws on.
+    budget: Arc<RetryBudget>,
     default_cooldown: Duration,
     /// Estimated tokens, charged to tpm limits up front.
     tokens: u32,
@@ -184,7 +187,13 @@ impl core::fmt::Debug for Plan {
 impl Plan {
     /// Starts the attempt plan of one request on `route` (see
     /// [`crate::routing::RoutingTable::plan`]).
-    pub(crate) fn start(route: &Route, facts: RequestFacts, options: &TableOptions) -> Self {
+    pub(crate) fn start(
+        route: &Route,
+        facts: RequestFacts,
+        options: &TableOptions,
+        budget: &Arc<RetryBudget>,
+    ) -> Self {
+        budget.deposit(facts.now);
         let settings = route.plan.settings;
         let limit = if settings.deadline.is_zero() {
             Duration::from_secs(24 * 3_600)
@@ -206,6 +215,7 @@ impl Plan {
             route: route.clone(),
             context: Context {
                 sink: Arc::clone(&options.sink),
+                budget: Arc::clone(budget),
                 default_cooldown: options.default_cooldown,
                 tokens: facts.estimated_tokens,
                 deadline,
@@ -270,6 +280,24 @@ impl Plan {
         if self.memory.attempts >= self.route.plan.settings.max_attempts {
             return self.finish_unserved(now);
         }
+        if self.memory.attempts == 0 {
+            return self.step(now, rng);
+        }
+        // Every attempt after the first draws on the fleet-wide retry budget; a retry that
+        // yields no attempt gives its share back.
+        if !self.context.budget.try_withdraw(now) {
+            self.memory.retry_refused = true;
+            return self.finish_unserved(now);
+        }
+        let step = self.step(now, rng);
+        if !matches!(step, Step::Attempt(_)) {
+            self.context.budget.refund(now);
+        }
+        step
+    }
+
+    /// [`Plan::next`] once the attempt caps and the retry budget have let it go on.
+    fn step(&mut self, now: Instant, rng: &dyn Random) -> Step {
         if let Some(p) = self.walk.retry.take() {
             if p.due > now {
                 if p.due < self.context.deadline {
@@ -323,8 +351,18 @@ impl Plan {
 
     /// Ends a plan that ran out of attempts or stages without serving.
     fn finish_unserved(&mut self, now: Instant) -> Step {
-        let verdict = self.facts.verdict(self.memory.attempts, now);
+        let verdict = match self.facts.verdict(self.memory.attempts, now) {
+            Verdict::Exhausted { last_error } if self.memory.retry_refused => {
+                Verdict::RetryBudgetSpent { last_error }
+            }
+            verdict => verdict,
+        };
         self.finish(verdict)
+    }
+
+    /// Whether the retry budget refused this request a retry.
+    pub fn retry_refused(&self) -> bool {
+        self.memory.retry_refused
     }
 }
 

@@ -48,6 +48,8 @@ pub(super) struct Memory {
     pub(super) failed_providers: Vec<ProviderName>,
     /// After a context-length error: the window candidates must exceed.
     pub(super) context_above: Option<u32>,
+    /// The fleet-wide retry budget refused a retry.
+    pub(super) retry_refused: bool,
 }
 
 impl Memory {

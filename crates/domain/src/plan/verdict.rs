@@ -33,6 +33,12 @@ pub enum Verdict {
         /// The last failure, if any attempt had an outcome.
         last_error: Option<UpstreamError>,
     },
+    /// An attempt failed and the fleet-wide retry budget refused the next one (too many of the
+    /// recent requests were retries already): 503 with the last error, saying so.
+    RetryBudgetSpent {
+        /// The last failure, if any attempt had an outcome.
+        last_error: Option<UpstreamError>,
+    },
     /// The request's deadline passed: 504.
     DeadlineExceeded,
     /// The caller went away.
@@ -57,6 +63,7 @@ impl Verdict {
             Self::Unavailable { .. } => "unavailable",
             Self::Rejected(_) => "rejected",
             Self::Exhausted { .. } => "exhausted",
+            Self::RetryBudgetSpent { .. } => "retry_budget_spent",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::ClientGone => "client_gone",
         }

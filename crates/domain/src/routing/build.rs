@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::budget::RetryBudget;
+
 use crate::instance::SharedInstance;
 use crate::name::{GroupName, InstanceId, ModelRef, PoolName};
 use crate::rotation::Rotation;
@@ -38,6 +40,11 @@ impl RoutingTable {
         let pools = build_pools(&topology, &instances, previous, now);
         let models = build_models(&topology, &instances, previous, pools.len());
         let groups = build_groups(&topology, previous, now);
+        // The budget's window outlives a reload that keeps its policy.
+        let budget = match previous {
+            Some(p) if *p.budget.policy() == topology.retry_budget => Arc::clone(&p.budget),
+            _ => Arc::new(RetryBudget::new(topology.retry_budget)),
+        };
         let mut table = Self {
             topology,
             options,
@@ -46,6 +53,7 @@ impl RoutingTable {
             models,
             groups,
             routes: super::Routes::default(),
+            budget,
             built_at: now,
         };
         table.routes = table.build_routes();

@@ -32,6 +32,7 @@ mod stages;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::budget::RetryBudget;
 use crate::events::EventSink;
 use crate::instance::SharedInstance;
 use crate::name::{GroupName, InstanceId, ModelRef, PoolName};
@@ -67,13 +68,20 @@ pub struct RoutingTable {
     models: BTreeMap<ModelRef, Arc<PoolRuntime>>,
     groups: BTreeMap<GroupName, Arc<GroupRuntime>>,
     routes: Routes,
+    /// The fleet-wide retry budget, shared by every plan of the table.
+    budget: Arc<RetryBudget>,
     built_at: Instant,
 }
 
 impl RoutingTable {
     /// Starts the attempt plan of one request on `route`.
     pub fn plan(&self, route: &Route, facts: RequestFacts) -> Plan {
-        Plan::start(route, facts, &self.options)
+        Plan::start(route, facts, &self.options, &self.budget)
+    }
+
+    /// The fleet-wide retry budget.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.budget
     }
 
     /// A dry run of `route` at `now`: takes no permits and moves no rotation. Unhealthy

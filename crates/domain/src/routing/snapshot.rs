@@ -1,6 +1,7 @@
 //! Snapshots of a table's live state at one instant, for the admin API, `echelon status` and
 //! alert rules.
 
+use crate::budget::RetryBudgetSnapshot;
 use crate::breaker::BreakerState;
 use crate::health::HealthState;
 use crate::instance::{InstanceState, LatencySnapshot, Unavailable};
@@ -71,6 +72,7 @@ impl RoutingTable {
                 .keys()
                 .filter_map(|g| self.group_snapshot(g, now))
                 .collect(),
+            retry_budget: self.budget.snapshot(now),
         }
     }
 }
@@ -236,4 +238,6 @@ pub struct TableSnapshot {
     pub models: Vec<PoolSnapshot>,
     /// Task groups.
     pub groups: Vec<GroupSnapshot>,
+    /// The fleet-wide retry budget.
+    pub retry_budget: RetryBudgetSnapshot,
 }

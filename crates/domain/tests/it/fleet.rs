@@ -151,3 +151,42 @@ fn panic_mode_serves_from_members_that_mostly_succeed_after_all_were_ejected() {
     assert_eq!(verdict, Verdict::Served);
     assert!(plan.attempts().len() == 1);
 }
+
+#[test]
+fn a_total_outage_costs_at_most_one_and_a_half_attempts_per_request() {
+    // Breakers and health that never eject: only the retry budget stands between the outage and
+    // three attempts per request.
+    let mut b = Builder::new()
+        .provider("a", 3)
+        .model("a/m", None, Limits::default())
+        .pool(
+            "p",
+            RotationStrategy::RoundRobin,
+            &[("a/m", 0, 1), ("a/m", 1, 1), ("a/m", 2, 1)],
+        );
+    b.pool_mut("p").breaker.failure_threshold = u32::MAX;
+    b.pool_mut("p").breaker.failure_rate = None;
+    b.pool_mut("p").health.failure_threshold = u32::MAX;
+    let w = b.build();
+    let start = w.now();
+    let order = SplitMix64::new(7);
+    let t = w.run_concurrent(
+        "pool:p",
+        20_000,
+        32,
+        Duration::from_micros(300),
+        &order,
+        failing_at(&[100, 100, 100], 8),
+    );
+    let seconds = (w.now() - start).as_secs_f64();
+    let attempts = f64::from(t.total_attempts());
+    // Half a retry per request, plus the floor of ten a second.
+    assert!(
+        attempts <= 1.5 * 20_000.0 + 10.0 * (seconds + 10.0),
+        "{attempts} attempts in {seconds:.1}s: {t:?}"
+    );
+    assert!(attempts / 20_000.0 < 1.53, "{t:?}");
+    assert!(t.count("retry_budget_spent") > 9_000, "{t:?}");
+    let budget = w.table.retry_budget().snapshot(w.now());
+    assert!(budget.refused > 9_000);
+}

@@ -595,6 +595,32 @@ fn live_gauges(cap: usize, live: LiveView<'_>, out: &mut Out) {
     out.sample("echelon_config_generation", &[], live.generation);
 
     let snapshot = live.snapshot;
+    let budget = &snapshot.retry_budget;
+    out.family(
+        "echelon_retry_budget_left",
+        "gauge",
+        "Retries the fleet-wide retry budget still allows in its window.",
+    );
+    out.sample("echelon_retry_budget_left", &[], budget.left);
+    out.family(
+        "echelon_retry_budget_window_requests",
+        "gauge",
+        "Requests in the retry budget's window.",
+    );
+    out.sample("echelon_retry_budget_window_requests", &[], budget.requests);
+    out.family(
+        "echelon_retry_budget_window_retries",
+        "gauge",
+        "Retries and fallback attempts in the retry budget's window.",
+    );
+    out.sample("echelon_retry_budget_window_retries", &[], budget.retries);
+    out.family(
+        "echelon_retry_budget_refused_total",
+        "counter",
+        "Retries the fleet-wide retry budget refused (since the budget's policy last changed).",
+    );
+    out.sample("echelon_retry_budget_refused_total", &[], budget.refused);
+
     let mut unique: BTreeMap<String, &InstanceSnapshot> = BTreeMap::new();
     for pool in snapshot.pools.iter().chain(&snapshot.models) {
         for member in &pool.members {

@@ -136,7 +136,9 @@ fn failure_class(error: &ServeError) -> Option<ErrorClass> {
         ServeError::Failed(failed) => match &failed.verdict {
             Verdict::RateLimited { .. } => Some(ErrorClass::RateLimited),
             Verdict::Rejected(e) => Some(e.class),
-            Verdict::Exhausted { last_error } => last_error.as_ref().map(|e| e.class),
+            Verdict::Exhausted { last_error } | Verdict::RetryBudgetSpent { last_error } => {
+                last_error.as_ref().map(|e| e.class)
+            }
             Verdict::DeadlineExceeded => Some(ErrorClass::Timeout),
             Verdict::ClientGone => Some(ErrorClass::ClientGone),
             Verdict::Unavailable { .. } | Verdict::Served => None,

@@ -204,6 +204,19 @@ fn from_failed(failed: FailedRequest) -> ApiError {
                 describe_attempts(&attempts)
             ),
         ),
+        Verdict::RetryBudgetSpent { .. } => {
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "retry_budget_exhausted",
+                format!(
+                    "an attempt for `{route}` failed and was not retried: the gateway's retry budget is spent (too many recent requests were retries already, so an outage is not multiplied); attempts: {}",
+                    describe_attempts(&attempts)
+                ),
+            );
+            api.retry_after = Some(Duration::from_secs(1));
+            api
+        }
         Verdict::DeadlineExceeded => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout_error",
@@ -350,6 +363,21 @@ mod tests {
             "every attempt for `chat › group:g` failed: #1 g › echelon1 › openai/gpt#0: server (HTTP 500); #2 g › echelon2 › openai/gpt#0: timeout"
         );
         assert_eq!(exhausted.attempts, Some(2));
+
+        let budget = failed(
+            Verdict::RetryBudgetSpent { last_error: None },
+            vec![record(
+                1,
+                AttemptResult::Failed {
+                    class: ErrorClass::Server,
+                    status: Some(503),
+                },
+            )],
+        );
+        assert_eq!(budget.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(&*budget.code, "retry_budget_exhausted");
+        assert!(budget.message.contains("retry budget is spent"), "{}", budget.message);
+        assert_eq!(budget.into_response().headers()[header::RETRY_AFTER], "1");
 
         let rejected = failed(
             Verdict::Rejected(
