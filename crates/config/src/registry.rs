@@ -196,7 +196,9 @@ pub(crate) fn load(files: &mut Files, env: &dyn Env, out: &mut Vec<Diagnostic>) 
     if let Some(table) = raw.as_ref().and_then(|raw| raw.retry_budget.as_ref()) {
         let d = RetryBudgetPolicy::default();
         registry.retry_budget = RetryBudgetPolicy {
-            ratio: table.ratio.read_or_in(out, Range::Between(0.0, 10.0), d.ratio),
+            ratio: table
+                .ratio
+                .read_or_in(out, Range::Between(0.0, 10.0), d.ratio),
             min_per_second: table.min_per_second.read_or_in(
                 out,
                 Range::Between(0, 1_000_000),

@@ -1,8 +1,8 @@
 //! Snapshots of a table's live state at one instant, for the admin API, `echelon status` and
 //! alert rules.
 
-use crate::budget::RetryBudgetSnapshot;
 use crate::breaker::BreakerState;
+use crate::budget::RetryBudgetSnapshot;
 use crate::health::HealthState;
 use crate::instance::{InstanceState, LatencySnapshot, Unavailable};
 use crate::name::{EchelonName, GroupName, InstanceId, PoolName};

@@ -376,7 +376,11 @@ mod tests {
         );
         assert_eq!(budget.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(&*budget.code, "retry_budget_exhausted");
-        assert!(budget.message.contains("retry budget is spent"), "{}", budget.message);
+        assert!(
+            budget.message.contains("retry budget is spent"),
+            "{}",
+            budget.message
+        );
         assert_eq!(budget.into_response().headers()[header::RETRY_AFTER], "1");
 
         let rejected = failed(
