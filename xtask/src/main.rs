@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation. `cargo xtask check` is the one command that says the tree
 //! is healthy; see `cargo xtask help`.
 
+mod deny;
 mod lex;
 mod model;
 mod rules;
@@ -24,6 +25,7 @@ commands:
                   at the first failure
   system-packages install (as root, with apt-get) or name the system packages the tests need
   rules           only the architecture rules (a step of `check`)
+  deny            only the supply-chain checks: cargo-deny over deny.toml, installed if missing
   examples        build and run every example target of the workspace (the end of `check`)
   bench [OPTS..]  the gateway benchmark: direct vs bare proxy vs Echelon (`bench --help`)
   bench domain    the domain's criterion benches, ARGS passed through (e.g. `-- --quick`)
@@ -52,6 +54,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("check") => check(&root),
         Some("rules") => architecture_rules(&root),
+        Some("deny") => deny::check(&root),
         Some("examples") => examples(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("domain-deps") => domain_deps(&root),
@@ -102,6 +105,10 @@ const CHECK_STEPS: &[Step] = &[
     Step {
         title: "architecture rules (xtask/src/rules.rs)",
         run: architecture_rules,
+    },
+    Step {
+        title: "supply chain: cargo deny check licenses bans sources (advisories with a local database; deny.toml)",
+        run: deny::check,
     },
     Step {
         title: "tests: cargo test --workspace --all-features, then every example",
@@ -270,7 +277,7 @@ fn domain_deps(root: &Path) -> Result<()> {
 }
 
 /// The cargo that runs this xtask (so `cargo +toolchain xtask` stays on that toolchain).
-fn cargo_program() -> OsString {
+pub(crate) fn cargo_program() -> OsString {
     #[allow(
         clippy::disallowed_methods,
         reason = "xtask is tooling, not a product crate: it asks which cargo started it"
@@ -285,7 +292,7 @@ fn cargo_command(root: &Path, args: &[&str]) -> Command {
     command
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let status = cargo_command(root, args)
         .status()
         .with_context(|| format!("cannot start cargo {}", args.join(" ")))?;
