@@ -35,16 +35,12 @@ impl ChatBackend for ToyTransport {
         let answer = if call.instance.model.provider.as_str() == "flaky" {
             Err(UpstreamError::new(ErrorClass::Server, "service unavailable").with_status(503))
         } else {
-            Ok(ChatResponse {
-                id: None,
-                model: call.upstream_model.into(),
-                message: Message::text(Role::Assistant, "hello from the steady upstream"),
-                finish_reason: None,
-                usage: Some(Usage {
-                    input_tokens: call.request.estimated_input_tokens(),
-                    output_tokens: 6,
-                }),
-            })
+            let mut response = ChatResponse::new(
+                call.upstream_model.into(),
+                Message::text(Role::Assistant, "hello from the steady upstream"),
+            );
+            response.usage = Some(Usage::new(call.request.estimated_input_tokens(), 6));
+            Ok(response)
         };
         ready(answer)
     }

@@ -1,8 +1,9 @@
 //! Provider-neutral chat types: what a client asks for and what an upstream answers.
 //!
 //! These are domain types, not a wire format. Provider adapters convert OpenAI, Anthropic and
-//! Gemini JSON to and from them by hand at the edge. Fields the domain does not model are kept as
-//! raw JSON text in [`ChatRequest::extra`] so OpenAI-compatible upstreams still receive them.
+//! Gemini JSON to and from them at the edge. Fields the domain does not model are kept as raw
+//! JSON text — in [`ChatRequest::extra`] so OpenAI-compatible upstreams still receive them, and in
+//! [`AnswerExtra`] so an OpenAI-compatible upstream's answer reaches the client as it was sent.
 
 use std::sync::Arc;
 
@@ -199,13 +200,29 @@ impl ChatRequest {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Prompt tokens, cached ones included.
     pub input_tokens: u32,
-    /// Generated tokens.
+    /// Generated tokens, reasoning included.
     pub output_tokens: u32,
+    /// Prompt tokens read from the provider's prompt cache (part of `input_tokens`), when the
+    /// upstream reports them.
+    pub cached_input_tokens: Option<u32>,
+    /// Generated tokens spent on reasoning (part of `output_tokens`), when the upstream reports
+    /// them.
+    pub reasoning_tokens: Option<u32>,
 }
 
 impl Usage {
+    /// Input and output counts, with no cache or reasoning breakdown.
+    pub const fn new(input_tokens: u32, output_tokens: u32) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            cached_input_tokens: None,
+            reasoning_tokens: None,
+        }
+    }
+
     /// Input plus output.
     pub fn total(self) -> u32 {
         self.input_tokens.saturating_add(self.output_tokens)
@@ -232,19 +249,104 @@ pub enum FinishReason {
     Other(Box<str>),
 }
 
+/// Where a field the domain does not model sits in the OpenAI shape of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraAt {
+    /// The answer or chunk object (`system_fingerprint`, `service_tier`).
+    Answer,
+    /// Its choice (`logprobs`).
+    Choice,
+    /// Its message or delta (`annotations`, `audio`).
+    Message,
+    /// Its usage (`prompt_tokens_details`).
+    Usage,
+}
+
+/// Fields of an answer that the domain does not model, as `(where, key, JSON value)`. An
+/// OpenAI-compatible adapter fills them so that what the upstream sent reaches an OpenAI client
+/// unchanged; translated answers leave them empty. One list, because it is empty on most
+/// answers and rides on every stream chunk.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnswerExtra(Vec<(ExtraAt, Box<str>, RawJson)>);
+
+impl AnswerExtra {
+    /// Keeps `key` with `value` at `at`.
+    pub fn push(&mut self, at: ExtraAt, key: impl Into<Box<str>>, value: RawJson) {
+        self.0.push((at, key.into(), value));
+    }
+
+    /// The kept fields at `at`, in the order they were kept.
+    pub fn at(&self, at: ExtraAt) -> impl Iterator<Item = (&str, &RawJson)> {
+        self.0
+            .iter()
+            .filter(move |(level, _, _)| *level == at)
+            .map(|(_, key, value)| (&**key, value))
+    }
+
+    /// Whether `key` is kept at `at`.
+    pub fn has(&self, at: ExtraAt, key: &str) -> bool {
+        self.at(at).any(|(k, _)| k == key)
+    }
+
+    /// Whether anything is kept at `at`.
+    pub fn has_any(&self, at: ExtraAt) -> bool {
+        self.at(at).next().is_some()
+    }
+
+    /// Drops `key` at `at`.
+    pub fn remove(&mut self, at: ExtraAt, key: &str) {
+        self.0
+            .retain(|(level, k, _)| !(*level == at && &**k == key));
+    }
+
+    /// Only the fields at the levels `keep` accepts.
+    #[must_use]
+    pub fn only(mut self, keep: impl Fn(ExtraAt) -> bool) -> Self {
+        self.0.retain(|(level, _, _)| keep(*level));
+        self
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A complete (non-streaming) answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
     /// The upstream's response id, when it gave one.
     pub id: Option<String>,
+    /// When the upstream created the answer (Unix seconds), when it said.
+    pub created: Option<u64>,
     /// The model that actually answered, as the upstream named it.
     pub model: Arc<str>,
     /// The assistant's message.
     pub message: Message,
+    /// The model's refusal to answer, when it refused.
+    pub refusal: Option<String>,
     /// Why it stopped.
     pub finish_reason: Option<FinishReason>,
     /// Token counts, when reported.
     pub usage: Option<Usage>,
+    /// What the upstream sent that the domain does not model.
+    pub extra: AnswerExtra,
+}
+
+impl ChatResponse {
+    /// An answer of `message` by `model`, with nothing else known yet.
+    pub fn new(model: Arc<str>, message: Message) -> Self {
+        Self {
+            id: None,
+            created: None,
+            model,
+            message,
+            refusal: None,
+            finish_reason: None,
+            usage: None,
+            extra: AnswerExtra::default(),
+        }
+    }
 }
 
 /// A partial tool call inside a stream chunk.
@@ -261,29 +363,52 @@ pub struct ToolCallDelta {
 }
 
 /// One chunk of a streamed answer.
+///
+/// A stream ends as OpenAI's does: the chunk with the finish reason, then (when usage is known)
+/// a chunk with the usage alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamChunk {
     /// The upstream's response id, when it gave one.
     pub id: Option<String>,
+    /// When the upstream created the answer (Unix seconds), when the chunk says.
+    pub created: Option<u64>,
     /// The model that is answering, when the chunk names it.
     pub model: Option<Arc<str>>,
     /// The role, usually on the first chunk only.
     pub role: Option<Role>,
     /// A fragment of text.
     pub content: Option<String>,
+    /// A fragment of the model's refusal.
+    pub refusal: Option<String>,
     /// Fragments of tool calls.
     pub tool_calls: Vec<ToolCallDelta>,
     /// Set on the last chunk of a choice.
     pub finish_reason: Option<FinishReason>,
-    /// Token counts, usually on the final chunk.
+    /// Token counts, on a chunk of their own at the end.
     pub usage: Option<Usage>,
+    /// What the upstream sent that the domain does not model.
+    pub extra: AnswerExtra,
 }
 
 impl StreamChunk {
     /// Whether this chunk carries content the client will see. Failover to another instance is
     /// only allowed until the first such chunk has been sent.
     pub fn has_content(&self) -> bool {
-        self.content.as_deref().is_some_and(|c| !c.is_empty()) || !self.tool_calls.is_empty()
+        self.content.as_deref().is_some_and(|c| !c.is_empty())
+            || self.refusal.as_deref().is_some_and(|c| !c.is_empty())
+            || !self.tool_calls.is_empty()
+    }
+
+    /// Whether the chunk belongs to a choice (as opposed to a chunk with usage alone, or with
+    /// nothing at all).
+    pub fn has_choice(&self) -> bool {
+        self.role.is_some()
+            || self.content.is_some()
+            || self.refusal.is_some()
+            || !self.tool_calls.is_empty()
+            || self.finish_reason.is_some()
+            || self.extra.has_any(ExtraAt::Choice)
+            || self.extra.has_any(ExtraAt::Message)
     }
 }
 

@@ -967,10 +967,7 @@ mod tests {
             ..Limits::default()
         });
         let p = i.acquire(secs(0), 100, false, &NoopSink).unwrap();
-        let usage = Usage {
-            input_tokens: 400,
-            output_tokens: 500,
-        };
+        let usage = Usage::new(400, 500);
         i.record_success(
             p,
             secs(0),

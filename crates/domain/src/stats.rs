@@ -126,13 +126,7 @@ mod tests {
         let c = Counters::default();
         c.attempt();
         c.attempt();
-        c.success(
-            Duration::from_millis(100),
-            Some(Usage {
-                input_tokens: 10,
-                output_tokens: 5,
-            }),
-        );
+        c.success(Duration::from_millis(100), Some(Usage::new(10, 5)));
         c.failure(Duration::from_millis(300), true);
         let s = c.snapshot();
         assert_eq!(

@@ -16,7 +16,9 @@ use serde_json::json;
 
 use super::faults::{Faults, RetryHint};
 use super::{INVALID_REQUESTS, ResetSignal, State};
+use echelon_domain::chat::{ChatResponse, FinishReason, Message, Role, StreamChunk, Usage};
 use echelon_infrastructure::provider::mock::{estimate_tokens, split_words};
+use echelon_infrastructure::wire::openai::{self, ErrorBody};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -320,12 +322,23 @@ fn add_retry_hint(response: &mut Response<Body>, hint: RetryHint) {
 }
 
 fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response<Body> {
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    json_response(status, &body)
+    let body = ErrorBody {
+        message,
+        kind,
+        param: None,
+        code,
+    };
+    json_bytes(status, Bytes::from(body.to_json()))
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    json_bytes(
+        status,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
+}
+
+fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
     let mut response = Response::new(
         Full::new(bytes)
             .map_err(|never| match never {})
@@ -347,13 +360,20 @@ struct Answer {
 }
 
 impl Answer {
-    fn usage(&self) -> serde_json::Value {
-        let completion = estimate_tokens(&self.reply);
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": self.prompt_tokens + completion,
-        })
+    fn usage(&self) -> Usage {
+        Usage::new(self.prompt_tokens, estimate_tokens(&self.reply))
+    }
+
+    /// The complete answer, in the OpenAI wire format the gateway's edge writes too.
+    fn body(&self) -> Bytes {
+        let mut response = ChatResponse::new(
+            self.model.as_str().into(),
+            Message::text(Role::Assistant, self.reply.as_str()),
+        );
+        response.created = Some(0);
+        response.finish_reason = Some(FinishReason::Stop);
+        response.usage = Some(self.usage());
+        Bytes::from(openai::render_response(&response, &self.id, 0))
     }
 
     fn pieces(&self, faults: &Faults) -> Vec<String> {
@@ -368,12 +388,10 @@ impl Answer {
         }
     }
 
-    fn chunk(&self, delta: &serde_json::Value, finish: Option<&str>) -> Bytes {
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        sse(&chunk.to_string())
+    /// One chunk event; a chunk with neither role, content nor finish reason is the usage
+    /// chunk (empty `choices`).
+    fn chunk(&self, chunk: &StreamChunk) -> Bytes {
+        Bytes::from(openai::render_chunk_event(chunk, &self.id, &self.model, 0))
     }
 }
 
@@ -444,12 +462,7 @@ async fn json_answer(answer: &Answer, faults: &Faults, max_hang: Duration) -> Re
     if let Some(delay) = faults.first_token_delay {
         tokio::time::sleep(delay).await;
     }
-    let body = json!({
-        "id": answer.id, "object": "chat.completion", "created": 0, "model": answer.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.reply}, "finish_reason": "stop"}],
-        "usage": answer.usage(),
-    });
-    let bytes = Bytes::from(body.to_string());
+    let bytes = answer.body();
     let half = bytes.slice(..bytes.len() / 2);
     let steps = if faults.cut_after.is_some() {
         vec![Step::Send(half), Step::Cut]
@@ -458,7 +471,7 @@ async fn json_answer(answer: &Answer, faults: &Faults, max_hang: Duration) -> Re
     } else if faults.malformed_after.is_some() {
         vec![Step::Send(half)]
     } else {
-        return json_response(StatusCode::OK, &body);
+        return json_bytes(StatusCode::OK, bytes);
     };
     with_type(planned_body(steps), "application/json")
 }
@@ -473,9 +486,11 @@ fn stream_answer(
     if let Some(delay) = faults.first_token_delay {
         steps.push(Step::Sleep(delay));
     }
-    steps.push(Step::Send(
-        answer.chunk(&json!({"role": "assistant", "content": ""}), None),
-    ));
+    steps.push(Step::Send(answer.chunk(&StreamChunk {
+        role: Some(Role::Assistant),
+        content: Some(String::new()),
+        ..StreamChunk::default()
+    })));
     let pieces = answer.pieces(faults);
     let interrupt = |sent: usize, steps: &mut Vec<Step>| -> bool {
         let at = |n: Option<u32>| n.is_some_and(|n| n as usize == sent);
@@ -508,18 +523,23 @@ fn stream_answer(
         {
             steps.push(Step::Sleep(delay));
         }
-        steps.push(Step::Send(answer.chunk(&json!({"content": piece}), None)));
+        steps.push(Step::Send(answer.chunk(&StreamChunk {
+            content: Some(piece.clone()),
+            ..StreamChunk::default()
+        })));
     }
     if interrupt(pieces.len(), &mut steps) {
         return with_sse(planned_body(steps));
     }
-    steps.push(Step::Send(answer.chunk(&json!({}), Some("stop"))));
+    steps.push(Step::Send(answer.chunk(&StreamChunk {
+        finish_reason: Some(FinishReason::Stop),
+        ..StreamChunk::default()
+    })));
     if include_usage {
-        let usage = json!({
-            "id": answer.id, "object": "chat.completion.chunk", "created": 0, "model": answer.model,
-            "choices": [], "usage": answer.usage(),
-        });
-        steps.push(Step::Send(sse(&usage.to_string())));
+        steps.push(Step::Send(answer.chunk(&StreamChunk {
+            usage: Some(answer.usage()),
+            ..StreamChunk::default()
+        })));
     }
     if !faults.no_done {
         steps.push(Step::Send(sse("[DONE]")));

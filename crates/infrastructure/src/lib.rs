@@ -5,6 +5,7 @@
 //! - [`http_client`]: the one upstream HTTP client builder (no redirects, no hidden retries).
 //! - [`backend_factory`]: the application's backend factory port over [`provider`].
 //! - [`state`]: the shared state port over Redis, for a fleet of replicas.
+//! - [`wire`]: the OpenAI wire format shared by the edge, the adapter and the fake upstream.
 
 pub mod backend_factory;
 pub mod http_client;
@@ -13,3 +14,4 @@ pub mod provider;
 pub mod state;
 pub mod telemetry;
 pub mod webhook;
+pub mod wire;

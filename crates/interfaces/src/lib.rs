@@ -5,4 +5,3 @@ pub mod auth;
 pub mod cli;
 pub mod demo;
 pub mod http;
-pub mod openai;

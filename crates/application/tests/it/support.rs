@@ -297,10 +297,7 @@ fn stream_of(pieces: Vec<Piece>, model: String, live: Live) -> ChunkStream {
                     }),
                     Piece::Finish => Ok(StreamChunk {
                         finish_reason: Some(FinishReason::Stop),
-                        usage: Some(Usage {
-                            input_tokens: 3,
-                            output_tokens: 2,
-                        }),
+                        usage: Some(Usage::new(3, 2)),
                         ..chunk(&model)
                     }),
                     Piece::Fail(e) => Err(e),
@@ -322,16 +319,11 @@ fn text_of(pieces: &[Piece]) -> String {
 }
 
 fn response(model: &str, text: String) -> ChatResponse {
-    ChatResponse {
-        id: Some("chatcmpl-scripted".into()),
-        model: Arc::from(model),
-        message: Message::text(Role::Assistant, text),
-        finish_reason: Some(FinishReason::Stop),
-        usage: Some(Usage {
-            input_tokens: 3,
-            output_tokens: 2,
-        }),
-    }
+    let mut response = ChatResponse::new(Arc::from(model), Message::text(Role::Assistant, text));
+    response.id = Some("chatcmpl-scripted".into());
+    response.finish_reason = Some(FinishReason::Stop);
+    response.usage = Some(Usage::new(3, 2));
+    response
 }
 
 /// Plays a reply up to its answer: waits out its delays, never ends on a hang, and gives the

@@ -194,10 +194,7 @@ pub fn ok() -> Outcome {
     Outcome::Success {
         latency: Duration::from_millis(10),
         ttft: None,
-        usage: Some(Usage {
-            input_tokens: 5,
-            output_tokens: 5,
-        }),
+        usage: Some(Usage::new(5, 5)),
     }
 }
 

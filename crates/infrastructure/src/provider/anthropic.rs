@@ -350,6 +350,18 @@ struct WireUsage {
 }
 
 impl WireUsage {
+    /// The domain usage: every prompt token, cached or not, with the cache reads as cached
+    /// tokens; `input` stands in when the event has no input count (`message_delta`).
+    fn usage(self, input: u32) -> Usage {
+        Usage {
+            cached_input_tokens: Some(self.cache_read_input_tokens.unwrap_or(0)),
+            ..Usage::new(
+                self.input().unwrap_or(input),
+                self.output_tokens.unwrap_or(0),
+            )
+        }
+    }
+
     /// All prompt tokens, cached or not.
     fn input(self) -> Option<u32> {
         self.input_tokens.map(|n| {
@@ -417,17 +429,14 @@ pub fn parse_response(
             _ => {}
         }
     }
-    let usage = wire.usage.map(|u| Usage {
-        input_tokens: u.input().unwrap_or(0),
-        output_tokens: u.output_tokens.unwrap_or(0),
-    });
-    Ok(ChatResponse {
-        id: wire.id,
-        model: wire.model.as_deref().unwrap_or(upstream_model).into(),
+    let mut response = ChatResponse::new(
+        wire.model.as_deref().unwrap_or(upstream_model).into(),
         message,
-        finish_reason: wire.stop_reason.as_deref().map(finish_reason),
-        usage,
-    })
+    );
+    response.id = wire.id;
+    response.finish_reason = wire.stop_reason.as_deref().map(finish_reason);
+    response.usage = wire.usage.map(|u| u.usage(0));
+    Ok(response)
 }
 
 // ----- streams -----
@@ -466,6 +475,8 @@ pub(crate) struct StreamDecoder {
     keys: Arc<[Secret]>,
     model: Option<Arc<str>>,
     input_tokens: u32,
+    /// Cache reads of `message_start`, for when `message_delta` does not repeat them.
+    cached_tokens: Option<u32>,
     /// Content block index → tool call ordinal, for `input_json_delta`.
     tool_blocks: HashMap<u32, u32>,
     /// The `message_delta` chunk, held until `message_stop`.
@@ -478,6 +489,7 @@ impl StreamDecoder {
             keys,
             model: None,
             input_tokens: 0,
+            cached_tokens: None,
             tool_blocks: HashMap::new(),
             last: None,
         }
@@ -503,6 +515,7 @@ impl EventDecoder for StreamDecoder {
                 };
                 self.model = message.model.as_deref().map(Arc::from);
                 self.input_tokens = message.usage.and_then(WireUsage::input).unwrap_or(0);
+                self.cached_tokens = message.usage.and_then(|u| u.cache_read_input_tokens);
                 Ok(Step::Emit(StreamChunk {
                     id: message.id,
                     role: Some(Role::Assistant),
@@ -576,15 +589,18 @@ impl EventDecoder for StreamDecoder {
                         .as_deref()
                         .map(finish_reason),
                     usage: Some(Usage {
-                        input_tokens: usage.input().unwrap_or(self.input_tokens),
-                        output_tokens: usage.output_tokens.unwrap_or(0),
+                        cached_input_tokens: usage
+                            .cache_read_input_tokens
+                            .or(self.cached_tokens)
+                            .or(Some(0)),
+                        ..usage.usage(self.input_tokens)
                     }),
                     ..self.chunk()
                 };
                 self.last = Some(chunk);
                 Ok(Step::Skip)
             }
-            "message_stop" => Ok(Step::End(self.last.take())),
+            "message_stop" => Ok(Step::End(self.last.take().into_iter().collect())),
             "error" => Err(classify::stream_error(
                 &ProviderError::parse(event.data.as_bytes()),
                 &self.keys,

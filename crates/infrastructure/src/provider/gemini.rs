@@ -474,16 +474,20 @@ struct WireUsage {
     candidates_token_count: u32,
     #[serde(default)]
     thoughts_token_count: u32,
+    #[serde(default)]
+    cached_content_token_count: u32,
 }
 
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Self {
         Self {
             input_tokens: u.prompt_token_count,
-            // Thinking tokens are generated and billed as output.
+            // Thinking tokens are generated and billed as output, and reported as reasoning.
             output_tokens: u
                 .candidates_token_count
                 .saturating_add(u.thoughts_token_count),
+            cached_input_tokens: Some(u.cached_content_token_count),
+            reasoning_tokens: Some(u.thoughts_token_count),
         }
     }
 }
@@ -593,23 +597,23 @@ pub fn parse_response(
         candidate.finish_reason.as_deref(),
         !decoded.calls.is_empty(),
     );
-    Ok(ChatResponse {
-        id: wire.response_id,
-        model: wire
-            .model_version
+    let mut response = ChatResponse::new(
+        wire.model_version
             .as_deref()
             .unwrap_or(upstream_model)
             .into(),
-        message: Message {
+        Message {
             role: Role::Assistant,
             content: decoded.text.map(ContentPart::Text).into_iter().collect(),
             tool_calls: decoded.calls,
             tool_call_id: None,
             name: None,
         },
-        finish_reason,
-        usage: wire.usage_metadata.map(Usage::from),
-    })
+    );
+    response.id = wire.response_id;
+    response.finish_reason = finish_reason;
+    response.usage = wire.usage_metadata.map(Usage::from);
+    Ok(response)
 }
 
 // ----- streams -----
@@ -691,6 +695,7 @@ impl EventDecoder for StreamDecoder {
                 .collect(),
             finish_reason,
             usage: wire.usage_metadata.map(Usage::from),
+            ..StreamChunk::default()
         };
         if let Some(last) = &mut self.last {
             // Anything after the finish chunk: keep the newest usage, pass content on.

@@ -117,23 +117,24 @@ impl MockBackend {
     pub async fn complete(&self, call: Call<'_>) -> Result<ChatResponse, UpstreamError> {
         self.arrive().await?;
         let (text, finish) = self.reply(call.request);
-        let usage = Usage {
-            input_tokens: call.request.estimated_input_tokens(),
-            output_tokens: estimate_tokens(&text),
-        };
-        Ok(ChatResponse {
-            id: Some(self.id()),
-            model: Arc::from(call.upstream_model),
-            message: Message {
+        let usage = Usage::new(
+            call.request.estimated_input_tokens(),
+            estimate_tokens(&text),
+        );
+        let mut response = ChatResponse::new(
+            Arc::from(call.upstream_model),
+            Message {
                 role: Role::Assistant,
                 content: vec![ContentPart::Text(text)],
                 tool_calls: Vec::new(),
                 tool_call_id: None,
                 name: None,
             },
-            finish_reason: Some(finish),
-            usage: Some(usage),
-        })
+        );
+        response.id = Some(self.id());
+        response.finish_reason = Some(finish);
+        response.usage = Some(usage);
+        Ok(response)
     }
 
     /// See [`ChatBackend::stream`](echelon_domain::ports::ChatBackend::stream): a role chunk, the
@@ -147,10 +148,10 @@ impl MockBackend {
         let (text, finish) = self.reply(call.request);
         let id = self.id();
         let model: Arc<str> = Arc::from(call.upstream_model);
-        let usage = Usage {
-            input_tokens: call.request.estimated_input_tokens(),
-            output_tokens: estimate_tokens(&text),
-        };
+        let usage = Usage::new(
+            call.request.estimated_input_tokens(),
+            estimate_tokens(&text),
+        );
         let base = StreamChunk {
             id: Some(id),
             model: Some(model),

@@ -190,8 +190,8 @@ pub(crate) enum Step {
     Skip,
     /// A chunk for the caller.
     Emit(StreamChunk),
-    /// The protocol's end marker; the chunk, if any, is the last one.
-    End(Option<StreamChunk>),
+    /// The protocol's end marker, with the last chunks (held back until the end was certain).
+    End(Vec<StreamChunk>),
 }
 
 /// A provider's streaming protocol: SSE events in, chat chunks out.
@@ -255,7 +255,7 @@ impl<D: EventDecoder> SseChunkStream<D> {
                 Ok(Step::Skip) => {}
                 Ok(Step::Emit(chunk)) => self.out.push_back(Ok(chunk)),
                 Ok(Step::End(last)) => {
-                    self.out.extend(last.map(Ok));
+                    self.out.extend(last.into_iter().map(Ok));
                     self.finished = true;
                     return;
                 }

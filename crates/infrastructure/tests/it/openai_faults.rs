@@ -44,10 +44,20 @@ async fn clean_answer_json_and_stream() {
     let s = collect(stream(&client, "gpt-test", &request(PROMPT)).await.unwrap()).await;
     assert!(s.error.is_none(), "{:?}", s.error);
     assert_eq!(s.text(), PROMPT);
-    assert_eq!(s.chunks.len(), 1 + 7 + 1, "role, seven words, finish");
-    let last = s.chunks.last().unwrap();
-    assert_eq!(last.finish_reason, Some(FinishReason::Stop));
-    assert!(last.usage.is_some(), "usage is folded into the final chunk");
+    assert_eq!(
+        s.chunks.len(),
+        1 + 7 + 1 + 1,
+        "role, seven words, finish, usage"
+    );
+    let [.., finish, usage] = s.chunks.as_slice() else {
+        panic!("{:?}", s.chunks);
+    };
+    assert_eq!(finish.finish_reason, Some(FinishReason::Stop));
+    assert!(finish.usage.is_none());
+    assert!(
+        usage.usage.is_some() && !usage.has_choice(),
+        "usage comes last, on a chunk of its own as the upstream sent it"
+    );
     assert_eq!(s.finish_chunks(), 1);
     assert_eq!(upstream.requests("gpt-test"), 2);
 }

@@ -290,9 +290,12 @@ async fn openai_tool_call_stream_fixture() {
     let first = &s.chunks[0].tool_calls[0];
     assert_eq!(first.id.as_deref(), Some("call_abc"));
     assert_eq!(first.name.as_deref(), Some("get_weather"));
-    let last = s.chunks.last().unwrap();
-    assert_eq!(last.finish_reason, Some(FinishReason::ToolCalls));
+    let [.., finish, last] = s.chunks.as_slice() else {
+        panic!("{:?}", s.chunks);
+    };
+    assert_eq!(finish.finish_reason, Some(FinishReason::ToolCalls));
     let usage = last.usage.unwrap();
     assert_eq!((usage.input_tokens, usage.output_tokens), (80, 17));
+    assert!(!last.has_choice(), "the usage chunk has no choice");
     assert_eq!(s.finish_chunks(), 1);
 }

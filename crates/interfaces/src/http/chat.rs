@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use echelon_application::gateway::{ServeError, Served};
 use echelon_application::stream::{ResponseStream, StreamEvent};
-use echelon_domain::chat::StreamChunk;
+use echelon_domain::chat::{ExtraAt, StreamChunk};
 use echelon_domain::error::ErrorClass;
 use echelon_domain::plan::{RouteLabel, Verdict};
 use echelon_infrastructure::metrics::{Metrics, UNKNOWN_ROUTE};
@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::Access;
-use crate::openai::{self, DONE_EVENT};
+use echelon_infrastructure::wire::openai::{self, DONE_EVENT};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -202,6 +202,7 @@ async fn serve(
             model,
             created,
             include_usage: parsed.include_usage,
+            started: false,
             stop: state.stop_streams.clone(),
             ttft,
             meter,
@@ -246,21 +247,63 @@ struct Relay {
     model: Arc<str>,
     created: u64,
     include_usage: bool,
+    /// Whether a chunk was rendered (the first one sets the stream's id).
+    started: bool,
     stop: watch::Receiver<bool>,
     /// Time until the first content chunk was ready.
     ttft: Duration,
     meter: Meter,
 }
 
-/// Drops what the client did not ask for: usage, unless `stream_options.include_usage`.
+/// Drops what the client did not ask for: usage (and the `"usage": null` an upstream asked
+/// for it writes on every chunk), unless `stream_options.include_usage`.
 fn visible(mut chunk: StreamChunk, include_usage: bool) -> Option<StreamChunk> {
-    if !include_usage && chunk.usage.take().is_some() {
-        let empty = !chunk.has_content() && chunk.role.is_none() && chunk.finish_reason.is_none();
-        if empty {
+    if !include_usage {
+        chunk.extra.remove(ExtraAt::Answer, "usage");
+        if chunk.usage.take().is_some() && !chunk.has_choice() {
             return None;
         }
     }
     Some(chunk)
+}
+
+impl Relay {
+    /// The SSE events of one chunk. The first chunk's id and creation time become the whole
+    /// stream's, so a translated stream (whose id comes once) keeps one id. A chunk that ends
+    /// the choice and carries usage is sent as OpenAI sends it: the finish chunk, then a chunk
+    /// with the usage and empty `choices`.
+    fn render(&mut self, mut chunk: StreamChunk) -> Vec<u8> {
+        if !self.started {
+            self.started = true;
+            if let Some(id) = &chunk.id {
+                self.id.clone_from(id);
+            }
+            if let Some(created) = chunk.created {
+                self.created = created;
+            }
+        }
+        let split = chunk.finish_reason.is_some() && chunk.usage.is_some();
+        let usage = if split { chunk.usage.take() } else { None };
+        let mut out = openai::render_chunk_event(&chunk, &self.id, &self.model, self.created);
+        if let Some(usage) = usage {
+            let usage_chunk = StreamChunk {
+                id: chunk.id,
+                created: chunk.created,
+                usage: Some(usage),
+                extra: chunk
+                    .extra
+                    .only(|at| matches!(at, ExtraAt::Answer | ExtraAt::Usage)),
+                ..StreamChunk::default()
+            };
+            out.extend(openai::render_chunk_event(
+                &usage_chunk,
+                &self.id,
+                &self.model,
+                self.created,
+            ));
+        }
+        out
+    }
 }
 
 /// The SSE response relaying `relay`'s stream; `route` and `attempts` fill the route headers.
@@ -283,7 +326,7 @@ fn stream_response(relay: Relay, route: &RouteLabel, attempts: usize) -> Respons
                     let Some(chunk) = visible(chunk, relay.include_usage) else {
                         continue;
                     };
-                    openai::render_chunk_event(&chunk, &relay.id, &relay.model, relay.created)
+                    relay.render(chunk)
                 }
                 Some(Some(StreamEvent::Failed(error))) => {
                     relay.phase = Phase::Ended;

@@ -9,7 +9,7 @@ use echelon_application::gateway::{FailedRequest, ServeError};
 use echelon_domain::plan::{AttemptRecord, AttemptResult, Verdict};
 use echelon_domain::routing::ResolveError;
 
-use crate::openai::{BadRequest, ErrorBody};
+use echelon_infrastructure::wire::openai::{BadRequest, ErrorBody};
 
 /// An error answer: status, OpenAI error fields and optional `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq)]

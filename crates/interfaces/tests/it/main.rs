@@ -2,6 +2,7 @@
 
 mod cli;
 mod endpoints;
+mod fidelity;
 mod http;
 mod limits;
 mod reload;

@@ -1,18 +1,22 @@
-//! The OpenAI chat-completions wire format at the gateway's edge: request parsing into domain
-//! types, and rendering of answers, stream chunks and errors.
+//! Chat completions requests: the edge parses a client's body into domain types, and the
+//! OpenAI-compatible adapter encodes a domain request for its upstream.
 //!
-//! Conversions are written by hand so that the domain never sees a wire type. Parsing reports the
-//! exact field that is wrong (`messages[2].role`) so a client can fix its request.
-
-use std::fmt::Write as _;
+//! Parsing reports the exact field that is wrong (`messages[2].role`) so a client can fix its
+//! request; fields the domain does not model are kept verbatim ([`ChatRequest::extra`]).
+//! Encoding is derived over borrowed views of the request; the `extra` fields are forwarded as
+//! they are, except keys the encoder writes itself. Streams ask for
+//! `stream_options.include_usage`.
 
 use echelon_domain::chat::{
-    ChatRequest, ChatResponse, ContentPart, FinishReason, Message, Parameters, RawJson, Role,
-    StreamChunk, ToolCall, ToolChoice, ToolDefinition, Usage,
+    ChatRequest, ContentPart, Message, Parameters, RawJson, Role, ToolCall, ToolChoice,
+    ToolDefinition,
 };
-use serde::Deserialize;
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use echelon_domain::error::{ErrorClass, UpstreamError};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use super::role_name;
+use crate::wire::{Extras, Json};
 
 /// A request body that could not be turned into a chat request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -404,256 +408,260 @@ fn convert_message(index: usize, wire: WireMessage) -> Result<Message, BadReques
     })
 }
 
-fn finish_reason_str(reason: &FinishReason) -> &str {
-    match reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool_calls",
-        FinishReason::ContentFilter => "content_filter",
-        FinishReason::Other(other) => other,
-    }
-}
+// ----- encoding, for an OpenAI-compatible upstream -----
 
-struct WireUsage(Usage);
+/// Request keys the encoder writes; an `extra` field with one of these names is dropped.
+const OWN_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "tools",
+    "tool_choice",
+];
 
-impl Serialize for WireUsage {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("prompt_tokens", &self.0.input_tokens)?;
-        map.serialize_entry("completion_tokens", &self.0.output_tokens)?;
-        map.serialize_entry("total_tokens", &self.0.total())?;
-        map.end()
-    }
-}
-
-struct WireToolCalls<'a>(&'a [ToolCall]);
-
-impl Serialize for WireToolCalls<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|call| {
-            serde_json::json!({
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            })
-        }))
-    }
-}
-
-struct WireResponseMessage<'a>(&'a Message);
-
-impl Serialize for WireResponseMessage<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let message = self.0;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("role", "assistant")?;
-        if message.content.is_empty() && !message.tool_calls.is_empty() {
-            map.serialize_entry("content", &None::<&str>)?;
-        } else {
-            map.serialize_entry("content", &message.joined_text())?;
-        }
-        if !message.tool_calls.is_empty() {
-            map.serialize_entry("tool_calls", &WireToolCalls(&message.tool_calls))?;
-        }
-        map.end()
-    }
-}
-
-/// Renders a complete answer as an OpenAI `chat.completion` object.
-pub fn render_response(response: &ChatResponse, fallback_id: &str, created: u64) -> Vec<u8> {
-    struct Choice<'a>(&'a ChatResponse);
-    impl Serialize for Choice<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(Some(3))?;
-            map.serialize_entry("index", &0)?;
-            map.serialize_entry("message", &WireResponseMessage(&self.0.message))?;
-            map.serialize_entry(
-                "finish_reason",
-                &self.0.finish_reason.as_ref().map(finish_reason_str),
-            )?;
-            map.end()
-        }
-    }
-    struct Body<'a>(&'a ChatResponse, &'a str, u64);
-    impl Serialize for Body<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(None)?;
-            map.serialize_entry("id", self.0.id.as_deref().unwrap_or(self.1))?;
-            map.serialize_entry("object", "chat.completion")?;
-            map.serialize_entry("created", &self.2)?;
-            map.serialize_entry("model", &*self.0.model)?;
-            map.serialize_entry("choices", &[Choice(self.0)])?;
-            if let Some(usage) = self.0.usage {
-                map.serialize_entry("usage", &WireUsage(usage))?;
-            }
-            map.end()
-        }
-    }
-    // Sized for a short answer at once; `to_vec` would start at 128 bytes and grow twice.
-    let mut out = Vec::with_capacity(512);
-    if serde_json::to_writer(&mut out, &Body(response, fallback_id, created)).is_err() {
-        out.clear();
-    }
-    out
-}
-
-/// Renders one stream chunk as an SSE event (`data: {...}\n\n`) of an OpenAI
-/// `chat.completion.chunk`; `model` names the model that is answering.
-pub fn render_chunk_event(chunk: &StreamChunk, id: &str, model: &str, created: u64) -> Vec<u8> {
-    struct Delta<'a>(&'a StreamChunk);
-    impl Serialize for Delta<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let chunk = self.0;
-            let mut map = s.serialize_map(None)?;
-            if let Some(role) = chunk.role {
-                let role = match role {
-                    Role::System => "system",
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                    Role::Tool => "tool",
-                };
-                map.serialize_entry("role", role)?;
-            }
-            if let Some(content) = &chunk.content {
-                map.serialize_entry("content", content)?;
-            }
-            if !chunk.tool_calls.is_empty() {
-                let calls: Vec<_> = chunk
-                    .tool_calls
-                    .iter()
-                    .map(|d| {
-                        let mut call = serde_json::Map::new();
-                        call.insert("index".into(), d.index.into());
-                        if let Some(id) = &d.id {
-                            call.insert("id".into(), id.clone().into());
-                            call.insert("type".into(), "function".into());
-                        }
-                        let mut function = serde_json::Map::new();
-                        if let Some(name) = &d.name {
-                            function.insert("name".into(), name.clone().into());
-                        }
-                        if let Some(arguments) = &d.arguments {
-                            function.insert("arguments".into(), arguments.clone().into());
-                        }
-                        call.insert("function".into(), function.into());
-                        serde_json::Value::Object(call)
-                    })
-                    .collect();
-                map.serialize_entry("tool_calls", &calls)?;
-            }
-            map.end()
-        }
-    }
-    struct Choice<'a>(&'a StreamChunk);
-    impl Serialize for Choice<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(Some(3))?;
-            map.serialize_entry("index", &0)?;
-            map.serialize_entry("delta", &Delta(self.0))?;
-            map.serialize_entry(
-                "finish_reason",
-                &self.0.finish_reason.as_ref().map(finish_reason_str),
-            )?;
-            map.end()
-        }
-    }
-    struct Body<'a> {
-        chunk: &'a StreamChunk,
-        id: &'a str,
-        model: &'a str,
-        created: u64,
-    }
-    impl Serialize for Body<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(None)?;
-            map.serialize_entry("id", self.id)?;
-            map.serialize_entry("object", "chat.completion.chunk")?;
-            map.serialize_entry("created", &self.created)?;
-            map.serialize_entry("model", self.model)?;
-            let usage_only = !self.chunk.has_content()
-                && self.chunk.role.is_none()
-                && self.chunk.finish_reason.is_none()
-                && self.chunk.usage.is_some();
-            if usage_only {
-                map.serialize_entry("choices", &[] as &[u8])?;
-            } else {
-                map.serialize_entry("choices", &[Choice(self.chunk)])?;
-            }
-            if let Some(usage) = self.chunk.usage {
-                map.serialize_entry("usage", &WireUsage(usage))?;
-            }
-            map.end()
-        }
-    }
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"data: ");
+/// Encodes a chat completions request body for `upstream_model`.
+///
+/// # Errors
+///
+/// [`ErrorClass::InvalidRequest`] when a raw JSON field of the request (tool parameters, an
+/// `extra` value) is not valid JSON.
+pub fn request_body(
+    upstream_model: &str,
+    request: &ChatRequest,
+    stream: bool,
+) -> Result<Vec<u8>, UpstreamError> {
+    let p = &request.params;
     let body = Body {
-        chunk,
-        id,
-        model,
-        created,
+        model: upstream_model,
+        messages: request.messages.iter().map(MessageOut::of).collect(),
+        temperature: p.temperature,
+        top_p: p.top_p,
+        max_tokens: p.max_tokens,
+        stop: &p.stop,
+        seed: p.seed,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        tools: request.tools.iter().map(ToolOut::of).collect(),
+        tool_choice: request.tool_choice.as_ref().map(ToolChoiceOut::of),
+        stream,
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
+        extra: Extras::list(&request.extra, OWN_KEYS),
     };
-    if serde_json::to_writer(&mut out, &body).is_err() {
-        out.truncate(6);
-        out.extend_from_slice(b"{}");
-    }
-    out.extend_from_slice(b"\n\n");
-    out
+    let mut out = Vec::with_capacity(256 + request.estimated_input_tokens() as usize * 5);
+    serde_json::to_writer(&mut out, &body).map_err(|e| {
+        UpstreamError::new(
+            ErrorClass::InvalidRequest,
+            format!("request cannot be encoded for an openai upstream: {e}"),
+        )
+    })?;
+    Ok(out)
 }
 
-/// The closing event of a successful stream.
-pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
-
-/// An OpenAI-shaped error body: `{"error": {"message", "type", "param", "code"}}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorBody<'a> {
-    /// What went wrong, for people.
-    pub message: &'a str,
-    /// OpenAI's error type (`invalid_request_error`, `rate_limit_error`, …).
-    pub kind: &'a str,
-    /// The request field at fault.
-    pub param: Option<&'a str>,
-    /// A stable machine-readable code (`model_not_found`, `rate_limited`, …).
-    pub code: Option<&'a str>,
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: Vec<MessageOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    extra: Extras<'a>,
 }
 
-impl Serialize for ErrorBody<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Inner<'a>(&'a ErrorBody<'a>);
-        impl Serialize for Inner<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut map = s.serialize_map(Some(4))?;
-                map.serialize_entry("message", self.0.message)?;
-                map.serialize_entry("type", self.0.kind)?;
-                map.serialize_entry("param", &self.0.param)?;
-                map.serialize_entry("code", &self.0.code)?;
-                map.end()
-            }
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    /// `null` for an assistant message that only calls tools.
+    content: Option<ContentOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> MessageOut<'a> {
+    fn of(m: &'a Message) -> Self {
+        let content = match m.content.as_slice() {
+            [] if !m.tool_calls.is_empty() => None,
+            [] => Some(ContentOut::Text("")),
+            [ContentPart::Text(text)] => Some(ContentOut::Text(text)),
+            parts => Some(ContentOut::Parts(parts.iter().map(PartOut::of).collect())),
+        };
+        Self {
+            role: role_name(m.role),
+            content,
+            name: m.name.as_deref(),
+            tool_calls: m.tool_calls.iter().map(ToolCallOut::of).collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
         }
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("error", &Inner(self))?;
-        map.end()
     }
 }
 
-impl ErrorBody<'_> {
-    /// The body as JSON bytes.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ContentOut<'a> {
+    Text(&'a str),
+    Parts(Vec<PartOut<'a>>),
+}
 
-    /// The body as an SSE `error` event, which ends a stream that cannot complete.
-    pub fn to_sse_event(&self) -> Vec<u8> {
-        let mut out = String::from("event: error\ndata: ");
-        let json = serde_json::to_string(self).unwrap_or_default();
-        let _ = write!(out, "{json}\n\n");
-        out.into_bytes()
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PartOut<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrlOut<'a> },
+}
+
+impl<'a> PartOut<'a> {
+    fn of(part: &'a ContentPart) -> Self {
+        match part {
+            ContentPart::Text(text) => Self::Text { text },
+            ContentPart::ImageUrl { url, detail } => Self::ImageUrl {
+                image_url: ImageUrlOut {
+                    url,
+                    detail: detail.as_deref(),
+                },
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ImageUrlOut<'a> {
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+/// A tool call of a message, in requests and in answers alike.
+#[derive(Serialize)]
+pub(crate) struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCallOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionCallOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+impl<'a> ToolCallOut<'a> {
+    pub(crate) fn of(call: &'a ToolCall) -> Self {
+        Self {
+            id: &call.id,
+            kind: "function",
+            function: FunctionCallOut {
+                name: &call.name,
+                arguments: &call.arguments,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ToolOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Json<'a>>,
+}
+
+impl<'a> ToolOut<'a> {
+    fn of(tool: &'a ToolDefinition) -> Self {
+        Self {
+            kind: "function",
+            function: FunctionOut {
+                name: &tool.name,
+                description: tool.description.as_deref(),
+                parameters: tool
+                    .parameters
+                    .as_ref()
+                    .map(|p| Json::new("tool parameters", p.as_str())),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolChoiceOut<'a> {
+    Mode(&'static str),
+    Function {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: NameOut<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct NameOut<'a> {
+    name: &'a str,
+}
+
+impl<'a> ToolChoiceOut<'a> {
+    fn of(choice: &'a ToolChoice) -> Self {
+        match choice {
+            ToolChoice::Auto => Self::Mode("auto"),
+            ToolChoice::None => Self::Mode("none"),
+            ToolChoice::Required => Self::Mode("required"),
+            ToolChoice::Function(name) => Self::Function {
+                kind: "function",
+                function: NameOut { name },
+            },
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use echelon_domain::chat::{RawJson, ToolDefinition};
 
     #[test]
     fn parses_a_typical_sdk_request_with_model_last() {
@@ -713,49 +721,54 @@ mod tests {
     }
 
     #[test]
-    fn renders_response_chunk_and_error_in_openai_shape() {
-        let response = ChatResponse {
-            id: None,
-            model: "gpt-4o-mini".into(),
-            message: Message::text(Role::Assistant, "hello"),
-            finish_reason: Some(FinishReason::Stop),
-            usage: Some(Usage {
-                input_tokens: 3,
-                output_tokens: 1,
-            }),
-        };
-        let json: serde_json::Value =
-            serde_json::from_slice(&render_response(&response, "chatcmpl-1", 7)).unwrap();
-        assert_eq!(json["model"], "gpt-4o-mini");
-        assert_eq!(json["id"], "chatcmpl-1");
-        assert_eq!(json["choices"][0]["message"]["content"], "hello");
-        assert_eq!(json["choices"][0]["finish_reason"], "stop");
-        assert_eq!(json["usage"]["total_tokens"], 4);
-
-        let chunk = StreamChunk {
-            content: Some("he".into()),
-            ..StreamChunk::default()
-        };
-        let event = render_chunk_event(&chunk, "id-1", "m", 1);
-        let text = std::str::from_utf8(&event).unwrap();
-        assert!(text.starts_with("data: {") && text.ends_with("}\n\n"));
-        let json: serde_json::Value = serde_json::from_str(&text[6..text.len() - 2]).unwrap();
-        assert_eq!(json["choices"][0]["delta"]["content"], "he");
-        assert!(json["choices"][0]["finish_reason"].is_null());
-
-        let error = ErrorBody {
-            message: "no such model",
-            kind: "invalid_request_error",
-            param: Some("model"),
-            code: Some("model_not_found"),
-        };
-        let json: serde_json::Value = serde_json::from_slice(&error.to_json()).unwrap();
-        assert_eq!(json["error"]["code"], "model_not_found");
-        assert_eq!(json["error"]["param"], "model");
-        assert!(
-            std::str::from_utf8(&error.to_sse_event())
-                .unwrap()
-                .starts_with("event: error\ndata: {\"error\"")
+    fn request_is_openai_json_with_extra_fields_forwarded() {
+        let mut request = ChatRequest::new(vec![
+            Message::text(Role::System, "be brief"),
+            Message::text(Role::User, "hi"),
+        ]);
+        request.params.temperature = Some(0.5);
+        request.params.max_tokens = Some(7);
+        request.tools.push(ToolDefinition {
+            name: "f".into(),
+            description: None,
+            parameters: Some(RawJson::new(r#"{"type":"object"}"#)),
+        });
+        request.tool_choice = Some(ToolChoice::Function("f".into()));
+        request.extra = vec![
+            (
+                "response_format".into(),
+                RawJson::new(r#"{"type":"json_object"}"#),
+            ),
+            ("model".into(), RawJson::new(r#""hijack""#)),
+            ("user".into(), RawJson::new(r#""u-1""#)),
+        ];
+        let body = request_body("gpt-x", &request, true).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "model": "gpt-x",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"}
+                ],
+                "temperature": 0.5,
+                "max_tokens": 7,
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                "tool_choice": {"type": "function", "function": {"name": "f"}},
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "response_format": {"type": "json_object"},
+                "user": "u-1"
+            })
         );
+    }
+
+    #[test]
+    fn invalid_raw_json_is_an_invalid_request() {
+        let mut request = ChatRequest::new(vec![Message::text(Role::User, "hi")]);
+        request.extra = vec![("logit_bias".into(), RawJson::new("{nope"))];
+        let e = request_body("m", &request, false).unwrap_err();
+        assert_eq!(e.class, ErrorClass::InvalidRequest);
     }
 }
