@@ -191,6 +191,7 @@ async fn gateway() -> Gateway {
         ServerOptions {
             max_body_size: 64 * 1024,
             shutdown_grace: Duration::from_millis(100),
+            ..Default::default()
         },
         std::future::pending(),
     )
