@@ -213,7 +213,7 @@ async fn a_streamed_request_span_covers_the_whole_answer_and_carries_its_usage()
     .await
     .unwrap();
     let gateway = gateway(
-        topology(&upstream.base_url(), "chunk-delay-20ms", check()),
+        topology(&upstream.base_url(), "chunks-8+chunk-delay-20ms", check()),
         Arc::new(SpanEvents),
     );
     let exporter = InMemorySpanExporter::default();
@@ -227,10 +227,13 @@ async fn a_streamed_request_span_covers_the_whole_answer_and_carries_its_usage()
     let guard = tracing::subscriber::set_default(subscriber);
     let mut streamed = request();
     streamed.stream = true;
-    let started = std::time::Instant::now();
     let mut served = gateway.stream("pool:main", streamed).await.unwrap();
-    while served.value.next().await.is_some() {}
-    let whole = started.elapsed();
+    let mut pieces = 0_u32;
+    while let Some(event) = served.value.next().await {
+        if matches!(&event, echelon_application::stream::StreamEvent::Chunk(c) if c.has_content()) {
+            pieces += 1;
+        }
+    }
     drop(served);
     drop(guard);
     assert!(flusher.unwrap().flush(Duration::from_secs(5)).await);
@@ -248,9 +251,17 @@ async fn a_streamed_request_span_covers_the_whole_answer_and_carries_its_usage()
         .end_time
         .duration_since(root.start_time)
         .unwrap_or_default();
+    // The upstream waits 20 ms between content pieces, so the answer took at least that long
+    // for each gap: a lower bound that machine load can only make longer. A span that ended
+    // with the response head would last a fraction of it.
     assert!(
-        lasted >= whole.mul_f64(0.8),
-        "the span ends with the stream ({lasted:?} of {whole:?})"
+        pieces >= 3,
+        "the fake upstream streams several pieces: {pieces}"
+    );
+    let answer_took = Duration::from_millis(20) * (pieces - 1);
+    assert!(
+        lasted >= answer_took,
+        "the span ends with the stream: it lasted {lasted:?}, the answer at least {answer_took:?}"
     );
     let _ = provider.shutdown();
     upstream.stop().await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use echelon_domain::time::Clock;
 
 use super::admin_client::{AdminClient, AdminError};
-use super::view::{ExplanationView, from_domain, from_json};
+use super::view::from_json;
+use crate::api::ExplanationDto;
 
 /// How to list the names a gateway serves, for messages about unknown names.
 const HOW_TO_LIST: &str = "`echelon config show` lists the wrappers, task groups and pools of a configuration; `GET /v1/models` on a running gateway lists every name it serves";
@@ -33,8 +34,7 @@ pub fn explain_offline(model: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     let gateway = &components.gateway;
     match gateway.explain(model) {
         Ok(explanation) => {
-            let mut view: ExplanationView = from_domain(&explanation)?;
-            view.now = Some(gateway.clock().now().elapsed_since_origin().as_secs_f64());
+            let view = ExplanationDto::new(&explanation, gateway.clock().now());
             print!("{}", view.render());
             Ok(ExitCode::SUCCESS)
         }
@@ -59,7 +59,7 @@ pub async fn explain_remote(
     let client = AdminClient::new(url, admin_key, Duration::from_secs(5))?;
     match client.get("/admin/route", &[("model", model)]).await {
         Ok(body) => {
-            let view: ExplanationView = from_json(&body).map_err(|e| {
+            let view: ExplanationDto = from_json(&body).map_err(|e| {
                 anyhow::anyhow!("unexpected answer from {}/admin/route: {e}", client.base())
             })?;
             print!("{}", view.render());

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::admin_client::AdminClient;
-use super::view::{StatusView, from_json};
+use super::view::from_json;
+use crate::api::StatusDto;
 
 /// Prints the state of the gateway at `url`.
 ///
@@ -13,7 +14,7 @@ use super::view::{StatusView, from_json};
 pub async fn run(url: &str, admin_key: Option<String>) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(url, admin_key, Duration::from_secs(5))?;
     let body = client.get("/admin/status", &[]).await?;
-    let view: StatusView = from_json(&body).map_err(|e| {
+    let view: StatusDto = from_json(&body).map_err(|e| {
         anyhow::anyhow!("unexpected answer from {}/admin/status: {e}", client.base())
     })?;
     println!("gateway {}", client.base());

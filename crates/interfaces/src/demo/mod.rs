@@ -28,8 +28,9 @@ use tokio::task::JoinSet;
 
 use self::screen::{DemoEvents, LiveScreen, Moment, RECENT_WINDOW};
 use self::traffic::{Recorder, Tally};
+use crate::api::StatusDto;
 use crate::cli::table::{Table, percent};
-use crate::cli::view::{StatusView, from_domain, instances_table};
+use crate::cli::view::instances_table;
 
 /// Faults of the healthy upstream.
 pub const HEALTHY_FAULTS: &str = "latency-30ms";
@@ -70,7 +71,7 @@ pub struct Summary {
     /// Chat requests each fake upstream received: healthy, flaky, limited.
     pub upstream_requests: [(&'static str, u64); 3],
     /// The routing state at the end.
-    pub status: StatusView,
+    pub status: StatusDto,
 }
 
 impl Summary {
@@ -249,14 +250,9 @@ impl Fakes {
     }
 }
 
-/// The routing state of an in-process gateway as the status view, with its clock.
-///
-/// # Errors
-/// When the snapshot's shape does not match the view (a bug).
-pub fn status_of(gateway: &Gateway) -> Result<StatusView, serde_json::Error> {
-    let mut view: StatusView = from_domain(&gateway.snapshot())?;
-    view.now = Some(gateway.clock().now().elapsed_since_origin().as_secs_f64());
-    Ok(view)
+/// The routing state of an in-process gateway as the admin API shows it, with its clock.
+pub fn status_of(gateway: &Gateway) -> StatusDto {
+    StatusDto::of_table(&gateway.snapshot(), gateway.clock().now())
 }
 
 /// Runs the demo until `options.duration` has passed or `interrupt` resolves, then stops
@@ -347,7 +343,7 @@ pub async fn run(
             () = &mut deadline => break false,
             () = &mut interrupt => break true,
             _ = ticker.tick() => {
-                let status = status_of(&components.gateway)?;
+                let status = status_of(&components.gateway);
                 let total = recorder.tally(None);
                 let recent = recorder.tally(Some(RECENT_WINDOW));
                 let moment = Moment {
@@ -381,7 +377,7 @@ pub async fn run(
     if drained.is_err() {
         clients.abort_all();
     }
-    let status = status_of(&components.gateway)?;
+    let status = status_of(&components.gateway);
     if let Some(screen) = &mut screen {
         screen.leave();
     }

@@ -14,8 +14,9 @@ use echelon_domain::events::{Event, EventSink};
 use echelon_domain::health::HealthState;
 
 use super::traffic::Tally;
+use crate::api::StatusDto;
 use crate::cli::table::percent;
-use crate::cli::view::{StatusView, echelon_table, instances_table};
+use crate::cli::view::{echelon_table, instances_table};
 
 /// Most recent events kept for the live view.
 const RECENT_EVENTS: usize = 8;
@@ -192,7 +193,7 @@ pub struct Moment<'a> {
     /// Requests in flight.
     pub in_flight: u64,
     /// The routing state.
-    pub status: &'a StatusView,
+    pub status: &'a StatusDto,
     /// Routing events.
     pub events: &'a DemoEvents,
     /// The group's echelons, in order.

@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use echelon_domain::name::{GroupName, PoolName};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::app::ReloadStatus;
+use crate::api::status::StatusParts;
+use crate::api::{AlertsDto, ExplanationDto, GroupDto, PoolDto, ReloadDto, StatusDto};
 use crate::auth::Access;
-use echelon_application::health_check::ProbeStatus;
-use echelon_application::history::{DEFAULT_HISTORY, HistoryEntry};
+use echelon_application::history::DEFAULT_HISTORY;
 
 /// The admin routes, to be nested under `/admin`.
 pub fn router() -> Router<Arc<AppState>> {
@@ -75,49 +75,29 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
-#[derive(Serialize)]
-struct Status {
-    generation: u64,
-    /// Seconds on the engine's clock, the timeline of every instant below.
-    now: echelon_domain::time::Instant,
-    config: ReloadStatus,
-    #[serde(flatten)]
-    table: echelon_domain::routing::TableSnapshot,
-    /// The last fallbacks and breaker transitions, newest last.
-    history: Vec<HistoryEntry>,
-    /// The last active probe of each probed instance.
-    probes: Vec<ProbeStatus>,
-}
-
 async fn status(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     let now = echelon_domain::time::Clock::now(state.gateway.clock());
-    Json(Status {
+    let probes = state
+        .operations
+        .checker
+        .get()
+        .map(|c| c.statuses())
+        .unwrap_or_default();
+    Json(StatusDto::new(&StatusParts {
         generation: state.gateway.generation().number,
         now,
-        config: state.control.status(),
-        table: state.gateway.snapshot(),
-        history: state.history.latest(DEFAULT_HISTORY),
-        probes: state
-            .operations
-            .checker
-            .get()
-            .map(|c| c.statuses())
-            .unwrap_or_default(),
-    })
+        config: &state.control.status(),
+        table: &state.gateway.snapshot(),
+        history: &state.history.latest(DEFAULT_HISTORY),
+        probes: &probes,
+    }))
     .into_response()
 }
 
 async fn alerts(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     match state.operations.alerts.get() {
-        Some(engine) => Json(engine.view()).into_response(),
-        None => Json(serde_json::json!({
-            "active": [],
-            "recent": [],
-            "suppressed": [],
-            "rules": [],
-            "note": "the alert engine is not running in this process"
-        }))
-        .into_response(),
+        Some(engine) => Json(AlertsDto::from(&engine.view())).into_response(),
+        None => Json(AlertsDto::not_running()).into_response(),
     }
 }
 
@@ -137,7 +117,7 @@ async fn pool(_: Admin, State(state): State<Arc<AppState>>, Path(name): Path<Str
         .table
         .pool_snapshot(&PoolName::new(name.as_str()), now)
     {
-        Some(snapshot) => Json(snapshot).into_response(),
+        Some(snapshot) => Json(PoolDto::from(&snapshot)).into_response(),
         None => not_found("pool", &name).into_response(),
     }
 }
@@ -153,7 +133,7 @@ async fn task_group(
         .table
         .group_snapshot(&GroupName::new(name.as_str()), now)
     {
-        Some(snapshot) => Json(snapshot).into_response(),
+        Some(snapshot) => Json(GroupDto::from(&snapshot)).into_response(),
         None => not_found("task group", &name).into_response(),
     }
 }
@@ -165,7 +145,8 @@ async fn config(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({
         "dir": state.control.dir().display().to_string(),
         "generation": state.gateway.generation().number,
-        "reloads": state.control.status(),
+        "api_version": crate::api::API_VERSION,
+        "reloads": crate::api::ReloadsDto::from(&state.control.status()),
         "restart_needed": state.control.restart_needed(),
         "resolved": resolved,
     }))
@@ -176,8 +157,12 @@ async fn reload(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     let control = Arc::clone(&state.control);
     let record = tokio::task::spawn_blocking(move || control.reload_from_disk("admin")).await;
     match record {
-        Ok(record) if record.applied => Json(record).into_response(),
-        Ok(record) => (StatusCode::UNPROCESSABLE_ENTITY, Json(record)).into_response(),
+        Ok(record) if record.applied => Json(ReloadDto::from(&record)).into_response(),
+        Ok(record) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(ReloadDto::from(&record)),
+        )
+            .into_response(),
         Err(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -209,7 +194,11 @@ async fn route(
         return error.into_response();
     };
     match state.gateway.explain(&model) {
-        Ok(explanation) => Json(explanation).into_response(),
+        Ok(explanation) => Json(ExplanationDto::new(
+            &explanation,
+            echelon_domain::time::Clock::now(state.gateway.clock()),
+        ))
+        .into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
 }

@@ -332,6 +332,52 @@ async fn every_error_status_in_openai_shape() {
     let response = gw.client.get(gw.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert!(error_of(&response.text().await.unwrap()).is_object());
+
+    // After all that, the admin API describes the damage in its own terms: durations as text,
+    // enums as snake_case strings, no Rust variant tags, and the CLI's DTOs read it.
+    let (status, _, _) = gw.chat(ask("plain")).await;
+    assert_eq!(status, 200);
+    let (status, body) = gw.admin("/admin/status").await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("\"secs\"") && !body.contains("\"nanos\""),
+        "{body}"
+    );
+    assert!(
+        !body.contains("\"Pool\"") && !body.contains("\"Model\""),
+        "{body}"
+    );
+    let dto: echelon_interfaces::api::StatusDto = serde_json::from_str(&body).unwrap();
+    assert_eq!(dto.api_version, echelon_interfaces::api::API_VERSION);
+    let instance = |id: &str| {
+        dto.unique_instances()
+            .into_iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("{id} in {body}"))
+            .clone()
+    };
+    let dead = instance("primary/dead#0");
+    assert!(dead.key_dead);
+    assert_eq!(dead.unavailable.unwrap().kind, "key_dead");
+    let limited = instance("primary/limited#0");
+    let cooling = limited.unavailable.expect("cooling down");
+    assert_eq!(cooling.kind, "cooling_down");
+    assert!(cooling.until.unwrap() > dto.now.unwrap());
+    let ok = instance("primary/ok#0");
+    assert!(ok.latency.ewma.is_some(), "{body}");
+    let value: Value = serde_json::from_str(&body).unwrap();
+    let ewma = value["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["members"].as_array().unwrap())
+        .find(|m| m["instance"]["id"] == "primary/ok#0")
+        .map(|m| m["instance"]["latency"]["ewma"].clone())
+        .unwrap();
+    assert!(
+        echelon_config::parse_duration(ewma.as_str().unwrap()).is_ok(),
+        "a duration as text: {ewma}"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Integration tests of the gateway binary crate: the HTTP surface and the command line.
 
+mod admin_api;
 mod cli;
 mod endpoints;
 mod fidelity;

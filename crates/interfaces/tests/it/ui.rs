@@ -368,7 +368,8 @@ async fn status_page_renders_the_live_state_of_a_running_gateway() {
     assert_eq!(alert["rule"], "primary-breaker-open", "{alerts:#}");
     let probe = &status["probes"][0];
     assert_eq!(probe["instance"], "primary/fail#0", "{status:#}");
-    assert_eq!(probe["result"]["result"], "failed", "{status:#}");
+    assert_eq!(probe["result"], "failed", "{status:#}");
+    assert_eq!(probe["class"], "server", "{status:#}");
     let failing = instance(&status, "primary/fail#0");
     assert_eq!(
         failing["breaker"], "open",
