@@ -17,11 +17,12 @@ enum Value {
     Time(Duration),
     Share(f64),
     Size(u64),
+    Flag(bool),
 }
 
 /// Every default: the page's section heading, the key as the page writes it, the value.
 fn defaults() -> Vec<(&'static str, &'static str, Value)> {
-    use Value::{Count, Share, Size, Time};
+    use Value::{Count, Flag, Share, Size, Time};
     const REGISTRY: &str = "## `llms/_registry.toml`";
     const PROVIDERS: &str = "## Providers";
     const POOLS: &str = "## Pools";
@@ -147,6 +148,11 @@ fn defaults() -> Vec<(&'static str, &'static str, Value)> {
             Time(task_group::RETRY_DELAY),
         ),
         (GROUPS, "fallback.deadline", Time(task_group::DEADLINE)),
+        (
+            GROUPS,
+            "fallback.content_filter_fallback",
+            Flag(task_group::CONTENT_FILTER_FALLBACK),
+        ),
         (GROUPS, "echelons.<name>.timeout", Time(echelon::TIMEOUT)),
         (
             GROUPS,
@@ -246,6 +252,9 @@ fn rows(page: &str) -> Vec<(String, String, String)> {
 /// The value of a default cell: its first `code` span, without quotes.
 fn value(cell: &str) -> Option<Value> {
     let text = cell.split('`').nth(1)?.trim_matches('"');
+    if let Ok(flag) = text.parse() {
+        return Some(Value::Flag(flag));
+    }
     if let Ok(n) = text.parse() {
         return Some(Value::Count(n));
     }

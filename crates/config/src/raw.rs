@@ -237,6 +237,7 @@ pub(crate) struct RawGroupFallback {
     pub max_attempts: Option<Val<u32>>,
     pub retry_delay: Option<Val<Duration>>,
     pub deadline: Option<Val<Duration>>,
+    pub content_filter_fallback: Option<Val<bool>>,
 }
 
 /// `[echelons.<name>]`.

@@ -152,6 +152,7 @@ fn topology() -> Topology {
                 max_attempts: 3,
                 retry_delay: Duration::from_millis(50),
                 deadline: Duration::from_secs(30),
+                content_filter_fallback: false,
             },
             echelons: vec![
                 echelon("echelon1", 1, "flaky"),

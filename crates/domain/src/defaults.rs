@@ -97,6 +97,8 @@ pub mod task_group {
     pub const RETRY_DELAY: Duration = Duration::from_millis(250);
     /// `fallback.deadline`: overall deadline of one request.
     pub const DEADLINE: Duration = Duration::from_secs(180);
+    /// `fallback.content_filter_fallback`: a content-policy refusal is the client's answer.
+    pub const CONTENT_FILTER_FALLBACK: bool = false;
 }
 
 /// `[echelons.<name>]` of a task group.

@@ -450,6 +450,11 @@ pub struct GroupFallback {
     pub retry_delay: Duration,
     /// Overall deadline of one request.
     pub deadline: Duration,
+    /// Whether a content-policy refusal (`content_filter`) moves the request on to the next
+    /// echelon instead of being returned to the client. Off by default: a refusal is usually the
+    /// answer. On, it is LiteLLM's `content_policy_fallbacks`: the echelon that refused is left
+    /// at once (its other keys serve the same model, which would refuse again).
+    pub content_filter_fallback: bool,
 }
 
 /// A task group: a ladder of echelons.

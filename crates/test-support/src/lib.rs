@@ -131,6 +131,7 @@ pub fn group(name: &str, strategy: FallbackStrategy, echelons: Vec<EchelonSpec>)
             max_attempts: 10,
             retry_delay: Duration::from_millis(100),
             deadline: Duration::from_secs(60),
+            content_filter_fallback: false,
         },
         echelons,
     }

@@ -460,6 +460,11 @@ fn group_file(g: &GroupOut, source: &str) -> String {
             );
         }
     }
+    if g.content_filter_fallback {
+        t.push_str(
+            "content_filter_fallback = true   # content_policy_fallbacks: a refusal moves on down the ladder\n",
+        );
+    }
     for e in &g.echelons {
         let level = match e.level {
             Level::All => "every deployment".to_owned(),

@@ -717,6 +717,13 @@ pub(super) fn group(name: &str, raw: &RawGroup, out: &mut Vec<Diagnostic>) -> Gr
             f.deadline
                 .read_or_in(out, POSITIVE, defaults::task_group::DEADLINE)
         }),
+        content_filter_fallback: fallback.map_or(
+            defaults::task_group::CONTENT_FILTER_FALLBACK,
+            |f| {
+                f.content_filter_fallback
+                    .read_or(out, defaults::task_group::CONTENT_FILTER_FALLBACK)
+            },
+        ),
         echelons,
     }
 }

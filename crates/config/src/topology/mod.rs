@@ -142,6 +142,7 @@ struct GroupDraft {
     max_attempts: u32,
     retry_delay: Duration,
     deadline: Duration,
+    content_filter_fallback: bool,
     echelons: Vec<EchelonDraft>,
 }
 
@@ -516,6 +517,7 @@ pub(crate) fn build(
                     max_attempts: draft.max_attempts,
                     retry_delay: draft.retry_delay,
                     deadline: draft.deadline,
+                    content_filter_fallback: draft.content_filter_fallback,
                 },
                 echelons,
             };

@@ -406,7 +406,7 @@ router_settings:
 }
 
 #[test]
-fn context_window_fallbacks_reach_larger_windows_and_content_policy_ones_are_reported() {
+fn context_window_fallbacks_reach_larger_windows_and_content_policy_ones_move_refusals_on() {
     let import = import_fixture("docs/context_window_fallbacks.yaml");
     let config = load_tree("context_window_fallbacks", &import);
     assert_eq!(
@@ -441,8 +441,24 @@ fn context_window_fallbacks_reach_larger_windows_and_content_policy_ones_are_rep
         .iter()
         .find(|f| f.key == "litellm_settings.content_policy_fallbacks")
         .unwrap();
-    assert_eq!(policy.kind, FindingKind::NotMapped);
+    assert_eq!(policy.kind, FindingKind::Warning, "{policy:?}");
     assert_eq!(policy.line, Some(17));
+    let group_named = |part: &str| {
+        config
+            .topology
+            .task_groups
+            .iter()
+            .find(|(name, _)| name.to_string().contains(part))
+            .map(|(_, g)| g)
+            .unwrap_or_else(|| panic!("a group for {part}"))
+    };
+    let group = group_named("turbo-small");
+    assert!(
+        group.fallback.content_filter_fallback,
+        "a refusal moves on to claude-opus"
+    );
+    let unrelated = group_named("claude-opus");
+    assert!(!unrelated.fallback.content_filter_fallback);
 }
 
 #[test]

@@ -135,6 +135,16 @@ impl Plan {
             self.finished = Some(Verdict::ClientGone);
         } else {
             match decision.next {
+                NextTarget::None
+                    if error.class == ErrorClass::ContentFilter
+                        && self.route.plan.settings.content_filter_fallback =>
+                {
+                    // The whole stage serves the model that refused: spend its targets so the
+                    // walk moves on to the next stage.
+                    if self.walk.stage == at.stage {
+                        self.walk.target_attempts.fill(u32::MAX);
+                    }
+                }
                 NextTarget::None => self.finished = Some(Verdict::Rejected(error.clone())),
                 NextTarget::LargerContext => {
                     let window = context_window.unwrap_or(0);

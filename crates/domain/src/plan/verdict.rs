@@ -129,7 +129,12 @@ impl VerdictFacts {
             Verdict::RateLimited { retry_after: after }
         };
         if let Some(error) = &self.last_error {
-            if error.class == ErrorClass::ContextLength {
+            // The last word was the request's own problem (too long for every window, or refused
+            // by every content filter it was offered to): the client gets it as it is.
+            if matches!(
+                error.class,
+                ErrorClass::ContextLength | ErrorClass::ContentFilter
+            ) {
                 return Verdict::Rejected(error.clone());
             }
             if self.only_rate_limited {

@@ -61,6 +61,8 @@ pub(crate) struct RouteSettings {
     pub(crate) retry_delay: Duration,
     pub(crate) deadline: Duration,
     pub(crate) provider_failover: bool,
+    /// A content-filter refusal leaves the stage instead of ending the request.
+    pub(crate) content_filter_fallback: bool,
 }
 
 /// What a route points at.

@@ -30,6 +30,7 @@ impl RoutingTable {
             retry_delay: defaults.retry_delay,
             deadline: defaults.deadline,
             provider_failover: false,
+            content_filter_fallback: false,
         };
         let mut routes = Routes::default();
         for (name, group) in &self.groups {
@@ -235,6 +236,7 @@ impl RoutingTable {
                 deadline: f.deadline,
                 provider_failover: root.spec.fallback_strategy
                     == FallbackStrategy::ProviderFailover,
+                content_filter_fallback: f.content_filter_fallback,
             },
             cycles: cycles.into(),
         }

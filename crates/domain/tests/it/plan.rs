@@ -113,6 +113,34 @@ fn invalid_request_and_content_filter_go_back_as_they_are() {
 }
 
 #[test]
+fn content_filter_fallback_leaves_the_refusing_echelon_at_once() {
+    let mut b = two_tiers(FallbackStrategy::EchelonDown);
+    b.group_mut("g").fallback.content_filter_fallback = true;
+    let w = b.build();
+    // a/big has two keys; the refusal is the model's, so the second key is not tried.
+    let (v, labels) = w.request("group:g", failing("a", ErrorClass::ContentFilter));
+    assert_eq!(v, Verdict::Served);
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(labels[0].starts_with("g › echelon1 › a/big#"));
+    assert_eq!(labels[1], "g › echelon2 › b/small#0");
+    // Refused everywhere: the last refusal goes back as it is, not as a 502.
+    let (v, labels) = w.request("group:g", |_| {
+        fail_with(UpstreamError::new(ErrorClass::ContentFilter, "refused").with_status(400))
+    });
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(
+        matches!(&v, Verdict::Rejected(e) if e.class == ErrorClass::ContentFilter),
+        "{v:?}"
+    );
+    // Other rejections still end the request where they happen.
+    let (v, labels) = w.request("group:g", |_| {
+        fail_with(UpstreamError::new(ErrorClass::InvalidRequest, "bad").with_status(400))
+    });
+    assert_eq!(labels.len(), 1);
+    assert!(matches!(v, Verdict::Rejected(e) if e.class == ErrorClass::InvalidRequest));
+}
+
+#[test]
 fn client_gone_stops_the_plan() {
     let w = two_tiers(FallbackStrategy::EchelonDown).build();
     let (v, labels) = w.request("group:g", |_| fail(ErrorClass::ClientGone));

@@ -536,6 +536,39 @@ async fn every_fault_of_the_primary_through_two_echelons_streaming() {
     every_fault(&stream_only, true).await;
 }
 
+#[tokio::test]
+async fn a_content_policy_refusal_moves_on_only_where_the_group_asks_for_it() {
+    crate::support::init_tracing();
+    bounded(async {
+        let env = Env::start().await;
+        let upstream = &env.upstream;
+        // By default the refusal is the answer, returned as it is.
+        let gateway = env.duo("content-filter", "fallback-a").gateway();
+        let refused = failure(gateway.complete("group:duo", prompt()).await);
+        assert!(
+            matches!(&refused.verdict, Verdict::Rejected(e) if e.class == ErrorClass::ContentFilter),
+            "{:?}",
+            refused.verdict
+        );
+        assert_eq!(upstream.requests("fallback-a"), 0);
+        // With content_filter_fallback, the next echelon answers instead.
+        let mut tree = env.duo("content-filter", "fallback-a");
+        tree.topology
+            .task_groups
+            .get_mut("duo")
+            .unwrap()
+            .fallback
+            .content_filter_fallback = true;
+        let served = tree.gateway().complete("group:duo", prompt()).await.unwrap();
+        assert_eq!(&*served.model, "fallback-a");
+        assert_eq!(served.value.message.joined_text(), PROMPT);
+        assert_eq!(upstream.requests("content-filter"), 2, "one per gateway");
+        assert_eq!(upstream.requests("fallback-a"), 1);
+        env.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_retry_after_is_waited_out_and_a_long_one_is_not() {
     crate::support::init_tracing();

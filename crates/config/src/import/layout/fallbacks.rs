@@ -26,6 +26,11 @@ pub(super) fn link_fallbacks(router: &Router, names: &Names, tree: &mut Tree) ->
         .as_ref()
         .map(|s| s.value.as_slice())
         .unwrap_or_default();
+    let content = router
+        .content_policy_fallbacks
+        .as_ref()
+        .map(|s| s.value.as_slice())
+        .unwrap_or_default();
     let default = router
         .default_fallbacks
         .as_ref()
@@ -44,7 +49,7 @@ pub(super) fn link_fallbacks(router: &Router, names: &Names, tree: &mut Tree) ->
         .collect();
     let mut used = Used::default();
     let mut reported = Vec::new();
-    for rules in [general, context] {
+    for rules in [general, context, content] {
         for rule in rules.iter().filter(|r| r.from != "*") {
             if names.group(&rule.from).is_none()
                 && !reported.contains(&(rule.line, rule.from.clone()))
@@ -113,7 +118,24 @@ pub(super) fn link_fallbacks(router: &Router, names: &Names, tree: &mut Tree) ->
             used.context = true;
             chain.push((next, format!("context_window_fallbacks, line {line}")));
         }
+        // Content-policy fallbacks: LiteLLM uses them on a content-policy refusal only. Echelon
+        // leaves an echelon that refused for the next one on the ladder (the group's
+        // `content_filter_fallback`), so they come last too and a refusal reaches them.
+        let mut refusal_moves_on = false;
+        for (next, line) in fallbacks_of(content, &origin, false) {
+            if next == origin || !own.contains_key(&next) {
+                continue;
+            }
+            // Already on the ladder (a regular fallback): a refusal reaches it as it is.
+            used.content = true;
+            refusal_moves_on = true;
+            if !seen.contains(&next) {
+                seen.push(next.clone());
+                chain.push((next, format!("content_policy_fallbacks, line {line}")));
+            }
+        }
         let group = &mut tree.groups[g];
+        group.content_filter_fallback = refusal_moves_on;
         for (next, via) in &chain {
             for echelon in &own[next] {
                 let n = group.echelons.len() + 1;
@@ -149,6 +171,7 @@ pub(super) fn link_fallbacks(router: &Router, names: &Names, tree: &mut Tree) ->
 pub(super) struct Used {
     pub fallbacks: bool,
     pub context: bool,
+    pub content: bool,
 }
 
 fn longest(e: &EchelonOut) -> Duration {

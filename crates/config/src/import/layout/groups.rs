@@ -166,6 +166,7 @@ pub(super) fn plan_group(
         attempts_note: format!("1 + num_retries ({num_retries})"),
         retry_delay: router.retry_after.clone(),
         deadline: None,
+        content_filter_fallback: false,
     });
 }
 

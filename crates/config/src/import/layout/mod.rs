@@ -145,6 +145,8 @@ pub(crate) struct GroupOut {
     pub attempts_note: String,
     pub retry_delay: Option<Setting<Duration>>,
     pub deadline: Option<Duration>,
+    /// Whether a content-policy refusal moves on (`content_policy_fallbacks` brought echelons).
+    pub content_filter_fallback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

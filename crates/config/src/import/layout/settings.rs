@@ -290,12 +290,23 @@ pub(super) fn router_findings(router: &Router, used: Used, tree: &mut Tree) {
             "context_window_fallbacks",
             used.context,
         ),
+        (
+            &router.content_policy_fallbacks,
+            "content_policy_fallbacks",
+            used.content,
+        ),
     ] {
         if let Some(s) = setting.as_ref().filter(|_| any) {
-            let text = if what == "fallbacks" {
-                "each group's echelons are followed by its fallback groups' echelons, depth first as LiteLLM tries them"
-            } else {
-                "appended after the regular fallbacks: after a context-length error Echelon moves only to a larger known context_window; other errors may reach them too"
+            let text = match what {
+                "fallbacks" => {
+                    "each group's echelons are followed by its fallback groups' echelons, depth first as LiteLLM tries them"
+                }
+                "context_window_fallbacks" => {
+                    "appended after the regular fallbacks: after a context-length error Echelon moves only to a larger known context_window; other errors may reach them too"
+                }
+                _ => {
+                    "appended last, with `[fallback] content_filter_fallback = true`: a content-policy refusal leaves the echelon that refused for the next one on the ladder (a regular fallback first, if there is one); other errors may reach them too"
+                }
             };
             add(
                 s.line,

@@ -129,6 +129,7 @@ pub(crate) struct Router {
     pub max_fallbacks: Option<Setting<u32>>,
     pub fallbacks: Option<Setting<Vec<Rule>>>,
     pub context_window_fallbacks: Option<Setting<Vec<Rule>>>,
+    pub content_policy_fallbacks: Option<Setting<Vec<Rule>>>,
     pub default_fallbacks: Option<Setting<Vec<String>>>,
     pub default_max_parallel: Option<Setting<u32>>,
     pub pre_call_checks: Option<Setting<bool>>,

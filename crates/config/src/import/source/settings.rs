@@ -39,6 +39,9 @@ fn read_router_key(entry: &Entry, key: &str, router: &mut Router, source: &mut S
         "context_window_fallbacks" => {
             router.context_window_fallbacks = Some(at.of(rules(&entry.value)));
         }
+        "content_policy_fallbacks" => {
+            router.content_policy_fallbacks = Some(at.of(rules(&entry.value)));
+        }
         "default_fallbacks" => router.default_fallbacks = Some(at.of(names(&entry.value))),
         "default_max_parallel_requests" => {
             router.default_max_parallel = count(entry, key, source).map(|v| at.of(v));
@@ -79,9 +82,6 @@ fn read_router_key(entry: &Entry, key: &str, router: &mut Router, source: &mut S
 
 fn router_reason(key: &str) -> Option<&'static str> {
     Some(match key {
-        "content_policy_fallbacks" => {
-            "Echelon returns a content-policy refusal to the client and never retries it elsewhere (DESIGN §2: content_filter is not retried)"
-        }
         "disable_cooldowns" => {
             "Echelon always runs breakers and cooldowns; a large [circuit_breaker] failure_threshold comes closest"
         }
@@ -153,11 +153,6 @@ pub(super) fn read_library(section: &Entry, library: &mut Router, source: &mut S
                 entry,
                 &key,
                 "budgets, teams and users live in LiteLLM's database; Echelon has client keys only",
-            ),
-            "content_policy_fallbacks" => source.not_mapped(
-                entry,
-                &key,
-                router_reason("content_policy_fallbacks").unwrap_or_default(),
             ),
             _ => source.not_mapped(entry, &key, "a LiteLLM library setting with no Echelon equivalent"),
         }
@@ -258,6 +253,11 @@ pub(super) fn merge_router(source: &mut Source, library: Router) {
     pick(
         &mut r.context_window_fallbacks,
         library.context_window_fallbacks,
+        f,
+    );
+    pick(
+        &mut r.content_policy_fallbacks,
+        library.content_policy_fallbacks,
         f,
     );
     pick(&mut r.default_fallbacks, library.default_fallbacks, f);
