@@ -25,14 +25,16 @@
 //! | `chunk-delay-<dur>` | stream: wait between chunks |
 //! | `chunks-<n>` | split the reply into `n` content chunks (default: one a word) |
 //! | `cut-after-<n>` | close the connection abruptly after `n` content chunks (JSON: mid-body) |
+//! | `end-after-<n>` | stream: end the body cleanly after `n` content chunks, with no final chunk and no end marker |
 //! | `stall-after-<n>` | stop sending after `n` content chunks, keeping the connection open |
 //! | `malformed-after-<n>` | send a chunk that is not JSON after `n` content chunks (JSON: an invalid body) |
 //! | `error-after-<n>` | send an error event after `n` content chunks, then end the body |
-//! | `no-done` | a complete stream without the final `data: [DONE]` |
+//! | `no-done` | a complete stream without its end marker (`data: [DONE]`, Anthropic's `message_stop`; Gemini has none) |
+//! | `refuse-prefill` | 400 when the conversation ends with an assistant message (a prefill) |
 //!
 //! Failures are checked in this order, the first that applies answers: `hang`, `reset`,
 //! `fail-for`, `fail-first`, `error-rate`, `quota`, `fail-<status>`/`429-*`, `context-length`,
-//! `content-filter`, `leak-key`. `latency` is waited before all of them. In a model name, tokens
+//! `content-filter`, `leak-key`, `refuse-prefill`. `latency` is waited before all of them. In a model name, tokens
 //! that are not faults are part of the plain model name and ignored; [`Faults::parse`] (for
 //! flags) refuses them.
 
@@ -89,14 +91,18 @@ pub struct Faults {
     pub chunks: Option<u32>,
     /// Cut the connection after this many content chunks.
     pub cut_after: Option<u32>,
+    /// End the body cleanly after this many content chunks.
+    pub end_after: Option<u32>,
     /// Stall after this many content chunks.
     pub stall_after: Option<u32>,
     /// Send a malformed chunk after this many content chunks.
     pub malformed_after: Option<u32>,
     /// Send an error event after this many content chunks.
     pub error_after: Option<u32>,
-    /// Leave out `data: [DONE]`.
+    /// Leave out the stream's end marker.
     pub no_done: bool,
+    /// Refuse a conversation that ends with an assistant message.
+    pub refuse_prefill: bool,
 }
 
 /// A fault token that does not parse.
@@ -156,10 +162,12 @@ impl Faults {
             chunk_delay: over.chunk_delay.or(self.chunk_delay),
             chunks: over.chunks.or(self.chunks),
             cut_after: over.cut_after.or(self.cut_after),
+            end_after: over.end_after.or(self.end_after),
             stall_after: over.stall_after.or(self.stall_after),
             malformed_after: over.malformed_after.or(self.malformed_after),
             error_after: over.error_after.or(self.error_after),
             no_done: over.no_done || self.no_done,
+            refuse_prefill: over.refuse_prefill || self.refuse_prefill,
         }
     }
 
@@ -179,6 +187,7 @@ impl Faults {
             "content-filter" => self.content_filter = true,
             "leak-key" => self.leak_key = true,
             "no-done" => self.no_done = true,
+            "refuse-prefill" => self.refuse_prefill = true,
             _ => {
                 // Longer prefixes first: `fail-for-` and `fail-first-` before `fail-`.
                 let parsed = if let Some(v) = token.strip_prefix("latency-") {
@@ -222,6 +231,8 @@ impl Faults {
                     count(v).filter(|n| *n > 0).map(|n| self.chunks = Some(n))
                 } else if let Some(v) = token.strip_prefix("cut-after-") {
                     count(v).map(|n| self.cut_after = Some(n))
+                } else if let Some(v) = token.strip_prefix("end-after-") {
+                    count(v).map(|n| self.end_after = Some(n))
                 } else if let Some(v) = token.strip_prefix("stall-after-") {
                     count(v).map(|n| self.stall_after = Some(n))
                 } else if let Some(v) = token.strip_prefix("malformed-after-") {
@@ -292,6 +303,8 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(Faults::parse("error-rate-50").unwrap().error_rate, Some(50));
+        assert_eq!(Faults::parse("end-after-4").unwrap().end_after, Some(4));
+        assert!(Faults::parse("refuse-prefill").unwrap().refuse_prefill);
         assert_eq!(Faults::parse("").unwrap(), Faults::default());
         assert_eq!(Faults::parse("ok").unwrap(), Faults::default());
         for bad in [

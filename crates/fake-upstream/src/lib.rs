@@ -1,7 +1,12 @@
 //! A fault-injecting OpenAI-compatible fake upstream, for tests, the demo and `echelon mock-upstream`.
 //!
 //! It serves `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models` on a real TCP
-//! socket, and misbehaves on request: by server-wide [`FakeUpstreamOptions::faults`], or per
+//! socket, and speaks two more dialects with the same faults: Anthropic's `POST /v1/messages`
+//! and Gemini's `POST /v1beta/models/{model}:generateContent` / `:streamGenerateContent` (the
+//! model and the faults come from the path, where `__` stands for the `+` a Gemini model name
+//! cannot hold: `gemini__cut-after-2`). Error statuses are OpenAI-shaped in every dialect.
+//! A conversation that ends with an assistant message is a prefill: the answer continues it
+//! (the echoed text minus that prefix), unless `refuse-prefill` says no. It misbehaves on request: by server-wide [`FakeUpstreamOptions::faults`], or per
 //! request through the model name (`"model": "fail-500"`, `"gpt-4o+cut-after-3"`); the grammar is
 //! in [`faults`]. Faults of the model name override the server-wide ones.
 //!

@@ -32,10 +32,18 @@ pub(super) async fn handle(
     reset: &ResetSignal,
     request: hyper::Request<Incoming>,
 ) -> Response<Body> {
-    let path = request.uri().path();
-    match (request.method(), path) {
+    let path = request.uri().path().to_owned();
+    if request.method() == Method::POST
+        && let Some(route) = gemini_route(&path)
+    {
+        return chat(state, reset, request, route).await;
+    }
+    match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
-            chat(state, reset, request).await
+            chat(state, reset, request, Route::openai()).await
+        }
+        (&Method::POST, "/v1/messages" | "/messages") => {
+            chat(state, reset, request, Route::anthropic()).await
         }
         (&Method::GET, "/v1/models" | "/models") => models(state, reset).await,
         (_, "/v1/chat/completions" | "/chat/completions" | "/v1/models" | "/models") => error(
@@ -53,8 +61,60 @@ pub(super) async fn handle(
     }
 }
 
+/// The wire format a request came in, and so the one its answer goes out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// OpenAI chat completions.
+    Openai,
+    /// Anthropic messages.
+    Anthropic,
+    /// Gemini `generateContent` (the model and the streaming mode are in the path).
+    Gemini,
+}
+
+/// What the path says about a request.
+struct Route {
+    dialect: Dialect,
+    /// Gemini: the model and whether the path asks for a stream.
+    path_model: Option<(String, bool)>,
+}
+
+impl Route {
+    fn openai() -> Self {
+        Self {
+            dialect: Dialect::Openai,
+            path_model: None,
+        }
+    }
+
+    fn anthropic() -> Self {
+        Self {
+            dialect: Dialect::Anthropic,
+            path_model: None,
+        }
+    }
+}
+
+/// `…/models/{model}:generateContent` or `…/models/{model}:streamGenerateContent`.
+fn gemini_route(path: &str) -> Option<Route> {
+    let (_, rest) = path.split_once("/models/")?;
+    let (model, method) = rest.rsplit_once(':')?;
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => return None,
+    };
+    // Gemini model names cannot hold `+`: there `__` joins the fault tokens.
+    (!model.is_empty() && !model.contains('/')).then(|| Route {
+        dialect: Dialect::Gemini,
+        path_model: Some((model.replace("__", "+"), stream)),
+    })
+}
+
+/// A chat request in any dialect, reduced to what the fake needs.
 #[derive(Deserialize)]
 struct ChatIn {
+    #[serde(default)]
     model: String,
     #[serde(default)]
     stream: bool,
@@ -62,6 +122,42 @@ struct ChatIn {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     messages: Vec<MessageIn>,
+    /// Gemini's turns.
+    #[serde(default)]
+    contents: Vec<GeminiTurn>,
+}
+
+#[derive(Deserialize)]
+struct GeminiTurn {
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    parts: Vec<serde_json::Value>,
+}
+
+impl ChatIn {
+    /// The conversation as (role, text) pairs, roles in OpenAI's names.
+    fn turns(&self) -> Vec<(String, String)> {
+        if !self.contents.is_empty() {
+            return self
+                .contents
+                .iter()
+                .map(|t| {
+                    let role = if t.role == "model" {
+                        "assistant"
+                    } else {
+                        "user"
+                    };
+                    let text = text_of(Some(&serde_json::Value::Array(t.parts.clone())));
+                    (role.to_owned(), text)
+                })
+                .collect();
+        }
+        self.messages
+            .iter()
+            .map(|m| (m.role.clone(), text_of(m.content.as_ref())))
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,6 +200,7 @@ async fn chat(
     state: &State,
     reset: &ResetSignal,
     request: hyper::Request<Incoming>,
+    route: Route,
 ) -> Response<Body> {
     let credential = credential(request.headers());
     let body = match Limited::new(request.into_body(), state.options.max_body_bytes)
@@ -121,7 +218,7 @@ async fn chat(
             );
         }
     };
-    let Ok(chat) = serde_json::from_slice::<ChatIn>(&body) else {
+    let Ok(mut chat) = serde_json::from_slice::<ChatIn>(&body) else {
         state.count(INVALID_REQUESTS);
         return error(
             StatusCode::BAD_REQUEST,
@@ -130,6 +227,19 @@ async fn chat(
             None,
         );
     };
+    if let Some((model, stream)) = route.path_model {
+        chat.model = model;
+        chat.stream = stream;
+    }
+    if chat.model.is_empty() {
+        state.count(INVALID_REQUESTS);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "request names no model",
+            "invalid_request_error",
+            None,
+        );
+    }
     let nth = state.count(&chat.model);
     *state.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
     let faults = state
@@ -139,20 +249,34 @@ async fn chat(
     if let Some(failure) = failure(state, reset, &faults, nth, &chat.model, &credential).await {
         return failure;
     }
-    let reply = state.options.reply.clone().unwrap_or_else(|| {
-        chat.messages
+    let turns = chat.turns();
+    // A final assistant message is a prefill: the answer continues it.
+    let prefill = match turns.last() {
+        Some((role, text)) if role == "assistant" => Some(text.as_str()),
+        _ => None,
+    };
+    if prefill.is_some() && faults.refuse_prefill {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this model does not support a final assistant message",
+            "invalid_request_error",
+            None,
+        );
+    }
+    let full = state.options.reply.clone().unwrap_or_else(|| {
+        turns
             .iter()
             .rev()
-            .find(|m| m.role == "user")
-            .map(|m| text_of(m.content.as_ref()))
+            .find(|(role, _)| role == "user")
+            .map(|(_, text)| text.clone())
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| FALLBACK_REPLY.to_owned())
     });
-    let prompt: String = chat
-        .messages
-        .iter()
-        .map(|m| text_of(m.content.as_ref()))
-        .collect();
+    let reply = match prefill {
+        Some(prefix) => full.strip_prefix(prefix).unwrap_or(&full).to_owned(),
+        None => full,
+    };
+    let prompt: String = turns.iter().map(|(_, text)| text.as_str()).collect();
     let answer = Answer {
         id: format!(
             "chatcmpl-fake-{}",
@@ -161,9 +285,12 @@ async fn chat(
         model: chat.model,
         prompt_tokens: estimate_tokens(&prompt).max(1),
         reply,
+        dialect: route.dialect,
     };
     if chat.stream {
-        let include_usage = chat.stream_options.is_some_and(|o| o.include_usage);
+        // Anthropic and Gemini streams always carry their usage.
+        let include_usage = route.dialect != Dialect::Openai
+            || chat.stream_options.is_some_and(|o| o.include_usage);
         stream_answer(&answer, &faults, include_usage, state.options.max_hang)
     } else {
         json_answer(&answer, &faults, state.options.max_hang).await
@@ -357,11 +484,16 @@ struct Answer {
     model: String,
     prompt_tokens: u32,
     reply: String,
+    dialect: Dialect,
 }
 
 impl Answer {
+    fn completion_tokens(&self) -> u32 {
+        estimate_tokens(&self.reply)
+    }
+
     fn usage(&self) -> Usage {
-        Usage::new(self.prompt_tokens, estimate_tokens(&self.reply))
+        Usage::new(self.prompt_tokens, self.completion_tokens())
     }
 
     /// The complete answer, in the OpenAI wire format the gateway's edge writes too.
@@ -374,6 +506,15 @@ impl Answer {
         response.finish_reason = Some(FinishReason::Stop);
         response.usage = Some(self.usage());
         Bytes::from(openai::render_response(&response, &self.id, 0))
+    }
+
+    fn gemini_usage(&self) -> serde_json::Value {
+        let completion = self.completion_tokens();
+        json!({
+            "promptTokenCount": self.prompt_tokens,
+            "candidatesTokenCount": completion,
+            "totalTokenCount": self.prompt_tokens + completion,
+        })
     }
 
     fn pieces(&self, faults: &Faults) -> Vec<String> {
@@ -393,6 +534,149 @@ impl Answer {
     fn chunk(&self, chunk: &StreamChunk) -> Bytes {
         Bytes::from(openai::render_chunk_event(chunk, &self.id, &self.model, 0))
     }
+
+    fn gemini_chunk(&self, text: &str, finish: Option<&str>) -> Bytes {
+        let mut candidate =
+            json!({"content": {"role": "model", "parts": [{"text": text}]}, "index": 0});
+        let mut chunk = json!({"modelVersion": self.model, "responseId": self.id});
+        if let Some(reason) = finish {
+            candidate["finishReason"] = json!(reason);
+            chunk["usageMetadata"] = self.gemini_usage();
+        }
+        chunk["candidates"] = json!([candidate]);
+        sse(&chunk.to_string())
+    }
+
+    /// What a stream sends before its first content piece.
+    fn stream_start(&self) -> Vec<Bytes> {
+        match self.dialect {
+            Dialect::Openai => vec![self.chunk(&StreamChunk {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+                ..StreamChunk::default()
+            })],
+            Dialect::Anthropic => vec![
+                event(
+                    "message_start",
+                    &json!({"type": "message_start", "message": {
+                    "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                    "content": [], "stop_reason": null,
+                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}}),
+                ),
+                event(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+                ),
+            ],
+            Dialect::Gemini => Vec::new(),
+        }
+    }
+
+    /// One content piece of a stream.
+    fn stream_piece(&self, piece: &str) -> Bytes {
+        match self.dialect {
+            Dialect::Openai => self.chunk(&StreamChunk {
+                content: Some(piece.to_owned()),
+                ..StreamChunk::default()
+            }),
+            Dialect::Anthropic => event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta",
+                "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+            ),
+            Dialect::Gemini => self.gemini_chunk(piece, None),
+        }
+    }
+
+    /// The final chunks of a complete stream, without the end marker.
+    fn stream_finish(&self, include_usage: bool) -> Vec<Bytes> {
+        match self.dialect {
+            Dialect::Openai => {
+                let mut out = vec![self.chunk(&StreamChunk {
+                    finish_reason: Some(FinishReason::Stop),
+                    ..StreamChunk::default()
+                })];
+                if include_usage {
+                    out.push(self.chunk(&StreamChunk {
+                        usage: Some(self.usage()),
+                        ..StreamChunk::default()
+                    }));
+                }
+                out
+            }
+            Dialect::Anthropic => vec![
+                event(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": 0}),
+                ),
+                event(
+                    "message_delta",
+                    &json!({"type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                    "usage": {"output_tokens": self.completion_tokens()}}),
+                ),
+            ],
+            Dialect::Gemini => vec![self.gemini_chunk("", Some("STOP"))],
+        }
+    }
+
+    /// The protocol's end marker; Gemini streams have none.
+    fn stream_end(&self) -> Option<Bytes> {
+        match self.dialect {
+            Dialect::Openai => Some(sse("[DONE]")),
+            Dialect::Anthropic => Some(event("message_stop", &json!({"type": "message_stop"}))),
+            Dialect::Gemini => None,
+        }
+    }
+
+    /// An error event in the middle of a stream.
+    fn stream_error(&self) -> Bytes {
+        let message = "the fake upstream failed mid-stream";
+        match self.dialect {
+            Dialect::Openai => sse(&json!({"error": {"message": message, "type": "server_error", "param": null, "code": "server_error"}}).to_string()),
+            Dialect::Anthropic => event("error", &json!({"type": "error", "error": {"type": "api_error", "message": message}})),
+            Dialect::Gemini => sse(&json!({"error": {"code": 500, "message": message, "status": "INTERNAL"}}).to_string()),
+        }
+    }
+
+    /// A chunk that is not JSON.
+    fn stream_malformed(&self) -> Bytes {
+        let bytes = sse(r#"{"id": "chatcmpl-fake", "choices": [{"delta": {"content": "#);
+        match self.dialect {
+            Dialect::Anthropic => {
+                let mut out = b"event: content_block_delta\n".to_vec();
+                out.extend_from_slice(&bytes);
+                Bytes::from(out)
+            }
+            Dialect::Openai | Dialect::Gemini => bytes,
+        }
+    }
+
+    /// The whole answer as one JSON body.
+    fn json_body(&self) -> Bytes {
+        let body = match self.dialect {
+            Dialect::Openai => return self.body(),
+            Dialect::Anthropic => json!({
+                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [{"type": "text", "text": self.reply}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens()},
+            }),
+            Dialect::Gemini => json!({
+                "candidates": [{"content": {"role": "model", "parts": [{"text": self.reply}]},
+                    "finishReason": "STOP", "index": 0}],
+                "usageMetadata": self.gemini_usage(),
+                "modelVersion": self.model, "responseId": self.id,
+            }),
+        };
+        Bytes::from(body.to_string())
+    }
+}
+
+/// An SSE event with a type, as Anthropic sends them.
+fn event(kind: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
 /// Splits a text into `n` pieces of about equal length, at character boundaries.
@@ -462,7 +746,7 @@ async fn json_answer(answer: &Answer, faults: &Faults, max_hang: Duration) -> Re
     if let Some(delay) = faults.first_token_delay {
         tokio::time::sleep(delay).await;
     }
-    let bytes = answer.body();
+    let bytes = answer.json_body();
     let half = bytes.slice(..bytes.len() / 2);
     let steps = if faults.cut_after.is_some() {
         vec![Step::Send(half), Step::Cut]
@@ -486,11 +770,7 @@ fn stream_answer(
     if let Some(delay) = faults.first_token_delay {
         steps.push(Step::Sleep(delay));
     }
-    steps.push(Step::Send(answer.chunk(&StreamChunk {
-        role: Some(Role::Assistant),
-        content: Some(String::new()),
-        ..StreamChunk::default()
-    })));
+    steps.extend(answer.stream_start().into_iter().map(Step::Send));
     let pieces = answer.pieces(faults);
     let interrupt = |sent: usize, steps: &mut Vec<Step>| -> bool {
         let at = |n: Option<u32>| n.is_some_and(|n| n as usize == sent);
@@ -498,19 +778,19 @@ fn stream_answer(
             steps.push(Step::Cut);
             return true;
         }
+        if at(faults.end_after) {
+            return true;
+        }
         if at(faults.stall_after) {
             steps.push(Step::Stall(max_hang));
             return true;
         }
         if at(faults.error_after) {
-            let error = json!({"error": {"message": "the fake upstream failed mid-stream", "type": "server_error", "param": null, "code": "server_error"}});
-            steps.push(Step::Send(sse(&error.to_string())));
+            steps.push(Step::Send(answer.stream_error()));
             return true;
         }
         if at(faults.malformed_after) {
-            steps.push(Step::Send(sse(
-                r#"{"id": "chatcmpl-fake", "choices": [{"delta": {"content": "#,
-            )));
+            steps.push(Step::Send(answer.stream_malformed()));
         }
         false
     };
@@ -523,26 +803,19 @@ fn stream_answer(
         {
             steps.push(Step::Sleep(delay));
         }
-        steps.push(Step::Send(answer.chunk(&StreamChunk {
-            content: Some(piece.clone()),
-            ..StreamChunk::default()
-        })));
+        steps.push(Step::Send(answer.stream_piece(piece)));
     }
     if interrupt(pieces.len(), &mut steps) {
         return with_sse(planned_body(steps));
     }
-    steps.push(Step::Send(answer.chunk(&StreamChunk {
-        finish_reason: Some(FinishReason::Stop),
-        ..StreamChunk::default()
-    })));
-    if include_usage {
-        steps.push(Step::Send(answer.chunk(&StreamChunk {
-            usage: Some(answer.usage()),
-            ..StreamChunk::default()
-        })));
-    }
+    steps.extend(
+        answer
+            .stream_finish(include_usage)
+            .into_iter()
+            .map(Step::Send),
+    );
     if !faults.no_done {
-        steps.push(Step::Send(sse("[DONE]")));
+        steps.extend(answer.stream_end().map(Step::Send));
     }
     with_sse(planned_body(steps))
 }

@@ -5,8 +5,9 @@
 //! `max_tokens`, which Anthropic requires, defaults to [`DEFAULT_MAX_TOKENS`]. Seeds, penalties
 //! and `extra` fields have no Anthropic equivalent and are not sent.
 //!
-//! Streams end at `message_stop`; the `message_delta` chunk with the stop reason and usage is held
-//! back until then, so a cut stream ends with an error and never with a finish reason.
+//! Streams end at `message_stop`, or when the bytes end cleanly after a `message_delta` with a
+//! `stop_reason`; that chunk, with the usage, is held back until then, so a stream cut before its
+//! stop reason ends with an error and never with a finish reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -479,7 +480,7 @@ pub(crate) struct StreamDecoder {
     cached_tokens: Option<u32>,
     /// Content block index → tool call ordinal, for `input_json_delta`.
     tool_blocks: HashMap<u32, u32>,
-    /// The `message_delta` chunk, held until `message_stop`.
+    /// The `message_delta` chunk, held until `message_stop` or the end of the bytes.
     last: Option<StreamChunk>,
 }
 
@@ -610,7 +611,11 @@ impl EventDecoder for StreamDecoder {
         }
     }
 
-    fn on_eof(&mut self) -> Result<Option<StreamChunk>, UpstreamError> {
-        Err(sse::cut_error("message_stop"))
+    fn on_eof(&mut self) -> Result<Vec<StreamChunk>, UpstreamError> {
+        // A clean end after the stop reason is a complete answer without `message_stop`.
+        match self.last.take().filter(|last| last.finish_reason.is_some()) {
+            Some(last) => Ok(vec![last]),
+            None => Err(sse::cut_error("a message_delta with a stop_reason")),
+        }
     }
 }

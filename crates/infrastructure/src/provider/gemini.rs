@@ -719,9 +719,9 @@ impl EventDecoder for StreamDecoder {
         Ok(Step::Emit(chunk))
     }
 
-    fn on_eof(&mut self) -> Result<Option<StreamChunk>, UpstreamError> {
+    fn on_eof(&mut self) -> Result<Vec<StreamChunk>, UpstreamError> {
         match self.last.take() {
-            Some(last) => Ok(Some(last)),
+            Some(last) => Ok(vec![last]),
             None => Err(sse::cut_error("a chunk with a finishReason")),
         }
     }

@@ -1,10 +1,11 @@
 //! The OpenAI-compatible adapter's protocol: requests and answers in the OpenAI wire format
 //! ([`crate::wire::openai`]), errors inside success bodies, and where a stream ends.
 //!
-//! Streams ask for `stream_options.include_usage`, and a stream is only complete at
-//! `data: [DONE]`: the chunk with the finish reason, and every chunk after it that carries no
-//! content (the usage chunk), are held back until then, so a stream cut anywhere before
-//! `[DONE]` ends with an error, never with a finish reason.
+//! Streams ask for `stream_options.include_usage`. A stream is complete at `data: [DONE]`, or when
+//! the bytes end cleanly after a chunk with a finish reason (several self-hosted servers and
+//! proxies never send the sentinel): the chunk with the finish reason, and every chunk after it
+//! that carries no content (the usage chunk), are held back until then, so a stream cut before
+//! its finish reason ends with an error, never with a finish reason.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -82,7 +83,7 @@ pub(crate) struct StreamDecoder {
     keys: Arc<[Secret]>,
     model: Option<Arc<str>>,
     /// The chunk with the finish reason and the content-free chunks after it, held until
-    /// `[DONE]`; empty before the finish reason.
+    /// `[DONE]` or the end of the bytes; empty before the finish reason.
     held: Vec<StreamChunk>,
 }
 
@@ -139,8 +140,12 @@ impl EventDecoder for StreamDecoder {
         Ok(if empty { Step::Skip } else { Step::Emit(chunk) })
     }
 
-    fn on_eof(&mut self) -> Result<Option<StreamChunk>, UpstreamError> {
-        Err(sse::cut_error("data: [DONE]"))
+    fn on_eof(&mut self) -> Result<Vec<StreamChunk>, UpstreamError> {
+        // A clean end after the finish reason is a complete answer without the sentinel.
+        if self.held.is_empty() {
+            return Err(sse::cut_error("a chunk with a finish_reason"));
+        }
+        Ok(std::mem::take(&mut self.held))
     }
 }
 

@@ -202,7 +202,7 @@ pub(crate) trait EventDecoder: Send + Unpin + 'static {
     /// The byte stream ended without the protocol's end marker. Returns the last chunk when the
     /// protocol allows a bare end (Gemini after a finish reason), or the error that says the
     /// stream was cut.
-    fn on_eof(&mut self) -> Result<Option<StreamChunk>, UpstreamError>;
+    fn on_eof(&mut self) -> Result<Vec<StreamChunk>, UpstreamError>;
 }
 
 /// The error for a stream that ended before its protocol said it was complete.
@@ -299,7 +299,7 @@ impl<D: EventDecoder + Unpin> Stream for SseChunkStream<D> {
                     // A last event without its closing blank line is still a cut: the standard
                     // discards it, and so do we.
                     match this.decoder.on_eof() {
-                        Ok(last) => this.out.extend(last.map(Ok)),
+                        Ok(last) => this.out.extend(last.into_iter().map(Ok)),
                         Err(e) => this.out.push_back(Err(e)),
                     }
                     this.finished = true;

@@ -7,5 +7,6 @@ mod openai_faults;
 mod retry_hints;
 mod secrets;
 mod shared_state;
+mod stream_ends;
 mod support;
 mod translation;

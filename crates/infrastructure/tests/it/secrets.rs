@@ -37,7 +37,7 @@ async fn canary_key_never_leaks() {
         texts.push(e.to_string());
         texts.push(format!("{e:?}"));
     }
-    for model in ["cut-after-1", "malformed-after-1", "no-done"] {
+    for model in ["cut-after-1", "malformed-after-1", "end-after-1"] {
         let s = collect(stream(&client, model, &request("a b c")).await.unwrap()).await;
         let e = s.error.unwrap();
         texts.push(e.to_string());

@@ -153,9 +153,15 @@ async fn anthropic_stream_fixture() {
     let again = decode_every_way(ProviderKind::Anthropic, crlf.as_bytes()).await;
     assert_eq!(again.chunks, s.chunks);
 
-    // Cut before message_stop: an error, and no finish reason.
+    // Ended after the stop reason but before message_stop: the same complete answer.
     let text = String::from_utf8(body).unwrap();
-    let cut = &text[..text.find("event: message_stop").unwrap()];
+    let no_stop = &text[..text.find("event: message_stop").unwrap()];
+    let again = decode_every_way(ProviderKind::Anthropic, no_stop.as_bytes()).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(again.chunks, s.chunks);
+
+    // Ended before the message_delta with the stop reason: an error, and no finish reason.
+    let cut = &text[..text.find("event: message_delta").unwrap()];
     let s = decode_every_way(ProviderKind::Anthropic, cut.as_bytes()).await;
     assert_eq!(s.error.as_ref().map(|e| e.class), Some(ErrorClass::Connect));
     assert_eq!(s.finish_chunks(), 0);

@@ -13,7 +13,10 @@ Faults apply to every request with --faults, or per request through the model na
   quota-<n>-per-<dur>
   429-retry-<s>  429-retry-ms-<ms>  429-retry-date-<s>  429-reset-<dur>
   context-length  content-filter  slow-first-token-<dur>  chunk-delay-<dur>  chunks-<n>
-  cut-after-<n>  stall-after-<n>  malformed-after-<n>  error-after-<n>  no-done
+  cut-after-<n>  end-after-<n>  stall-after-<n>  malformed-after-<n>  error-after-<n>  no-done
+  refuse-prefill
+It also speaks Anthropic (POST /v1/messages) and Gemini (POST /v1beta/models/{model}:
+streamGenerateContent, where `__` joins the tokens: `gemini__cut-after-3`).
 
 Example:
   echelon mock-upstream --listen 127.0.0.1:9000 --faults latency-50ms+error-rate-10";
