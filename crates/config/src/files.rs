@@ -48,6 +48,11 @@ impl ReadError {
 }
 
 impl Files {
+    /// The configuration folder.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The tree under `root`.
     pub(crate) fn new(root: &Path) -> Self {
         Self {

@@ -44,7 +44,7 @@ pub use env::{Env, ProcessEnv};
 pub use gateway::{
     AlertCondition, AlertKind, AlertLevel, AlertMetric, AlertRule, AlertRules, AlertSettings,
     AuthSettings, Combine, Comparison, GatewaySettings, LogFormat, RedisSettings, ServerSettings,
-    StateBackend, TelemetrySettings,
+    StateBackend, TelemetrySettings, TlsFiles,
 };
 pub use registry::{REGISTRY_VERSION, RegistrySettings, ValidationMode};
 pub use render::{render_resolved, resolved_json};
@@ -182,7 +182,7 @@ fn load_gateway(files: &mut Files, env: &dyn Env, out: &mut Vec<Diagnostic>) -> 
     gateway::apply_env_overrides(&mut tree, env, out);
     let origin = tree.origin.clone();
     match from_node::<raw::RawGateway>(&tree, &origin, &KeyPath::default(), out) {
-        Some(raw) => gateway::build(raw, out),
+        Some(raw) => gateway::build(raw, files.root(), out),
         None => GatewaySettings::default(),
     }
 }

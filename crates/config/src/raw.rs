@@ -313,6 +313,8 @@ pub(crate) struct RawServer {
     pub body_read_timeout: Option<Val<Duration>>,
     pub max_header_size: Option<Val<ByteSize>>,
     pub max_connections: Option<Val<u32>>,
+    pub tls_cert: Option<Val<String>>,
+    pub tls_key: Option<Val<String>>,
 }
 
 /// `[auth]`.

@@ -545,6 +545,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
+    if server.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "listening on a non-loopback address without TLS: keys and prompts cross the network in clear text; set [server] tls_cert and tls_key, or terminate TLS in front"
+        );
+    }
     if open && !addr.ip().is_loopback() {
         tracing::warn!(
             %addr,
@@ -553,6 +559,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     tracing::info!(
         %addr,
+        tls = server.tls.is_some(),
         models = components.gateway.model_names().len(),
         "echelon gateway listening"
     );

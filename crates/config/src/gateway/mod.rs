@@ -12,12 +12,14 @@ mod server;
 mod state;
 mod telemetry;
 
+use std::path::Path;
+
 use echelon_domain::secret::Secret;
 use serde::Serialize;
 
 pub use self::alerts::{AlertKind, AlertSettings};
 pub(crate) use self::overrides::apply_env_overrides;
-pub use self::server::ServerSettings;
+pub use self::server::{ServerSettings, TlsFiles};
 pub(crate) use self::state::StateBackendKind;
 pub use self::state::{RedisSettings, StateBackend};
 pub use self::telemetry::{LogFormat, TelemetrySettings};
@@ -68,10 +70,10 @@ impl GatewaySettings {
 }
 
 /// Phase 2 of `gateway.toml`.
-pub(crate) fn build(raw: RawGateway, out: &mut Vec<Diagnostic>) -> GatewaySettings {
+pub(crate) fn build(raw: RawGateway, root: &Path, out: &mut Vec<Diagnostic>) -> GatewaySettings {
     let server = raw
         .server
-        .map_or_else(ServerSettings::default, |s| server::build(&s, out));
+        .map_or_else(ServerSettings::default, |s| server::build(&s, root, out));
     let auth = raw
         .auth
         .map_or_else(AuthSettings::default, |a| AuthSettings {

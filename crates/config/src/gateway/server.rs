@@ -1,8 +1,9 @@
 //! `[server]`: the listen address, the request deadline, the drain grace and the HTTP server's
-//! limits (body and header sizes, header, idle and body timeouts, connections).
+//! limits (body and header sizes, header, idle and body timeouts, connections) and TLS files.
 
 use core::time::Duration;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use echelon_domain::defaults::server as default;
 use serde::Serialize;
@@ -33,6 +34,17 @@ pub struct ServerSettings {
     pub max_header_size: u64,
     /// Client connections served at once.
     pub max_connections: u32,
+    /// TLS termination: the certificate and key files. `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `tls_cert` and `tls_key`, resolved against the configuration folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -47,6 +59,7 @@ impl Default for ServerSettings {
             body_read_timeout: default::BODY_READ_TIMEOUT,
             max_header_size: default::MAX_HEADER_SIZE,
             max_connections: default::MAX_CONNECTIONS,
+            tls: None,
         }
     }
 }
@@ -81,12 +94,15 @@ impl ServerSettings {
         if self.max_connections != started.max_connections {
             keys.push("server.max_connections");
         }
+        if self.tls != started.tls {
+            keys.push("server.tls_cert");
+        }
         keys
     }
 }
 
 /// Phase 2 of `[server]`.
-pub(super) fn build(s: &RawServer, out: &mut Vec<Diagnostic>) -> ServerSettings {
+pub(super) fn build(s: &RawServer, root: &Path, out: &mut Vec<Diagnostic>) -> ServerSettings {
     let defaults = ServerSettings::default();
     ServerSettings {
         listen: s
@@ -136,6 +152,56 @@ pub(super) fn build(s: &RawServer, out: &mut Vec<Diagnostic>) -> ServerSettings 
             Range::Between(1, 1_000_000),
             defaults.max_connections,
         ),
+        tls: tls_files(s, root, out),
+    }
+}
+
+/// `tls_cert` and `tls_key`: both or neither, each a readable PEM file of its kind (relative
+/// paths are read from the configuration folder). Whether the key matches the certificate is
+/// checked by the server when it starts and by `echelon config check`.
+fn tls_files(s: &RawServer, root: &Path, out: &mut Vec<Diagnostic>) -> Option<TlsFiles> {
+    let file = |val: &Val<String>, pem: Pem, out: &mut Vec<Diagnostic>| {
+        let text = val.get(out)?;
+        let path = root.join(text.trim());
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                out.push(val.diagnostic(
+                    DiagnosticKind::Io,
+                    format!("cannot read `{}`: {error}", path.display()),
+                    Some("a relative path is read from the configuration folder".into()),
+                ));
+                return None;
+            }
+        };
+        if let Err(reason) = pem.check(&bytes) {
+            out.push(val.diagnostic(
+                DiagnosticKind::InvalidValue,
+                format!("`{}` {reason}", path.display()),
+                Some(pem.help().into()),
+            ));
+            return None;
+        }
+        Some(path)
+    };
+    match (&s.tls_cert, &s.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert = file(cert, Pem::Certificates, out);
+            let key = file(key, Pem::PrivateKey, out);
+            Some(TlsFiles {
+                cert: cert?,
+                key: key?,
+            })
+        }
+        (Some(set), None) | (None, Some(set)) => {
+            out.push(set.diagnostic(
+                DiagnosticKind::Conflict,
+                "`tls_cert` and `tls_key` go together",
+                Some("set both (the certificate chain and its private key), or neither for plain HTTP".into()),
+            ));
+            None
+        }
     }
 }
 
@@ -163,4 +229,52 @@ fn listen_address(val: &Val<String>, out: &mut Vec<Diagnostic>) -> Option<Socket
         );
     }
     parsed
+}
+
+/// What a TLS file must hold.
+#[derive(Debug, Clone, Copy)]
+enum Pem {
+    /// At least one `CERTIFICATE` block, every block well-formed.
+    Certificates,
+    /// One private key block (PKCS#8, PKCS#1 or SEC1).
+    PrivateKey,
+}
+
+impl Pem {
+    fn check(self, bytes: &[u8]) -> Result<(), String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        match self {
+            Self::Certificates => {
+                let mut count = 0_usize;
+                for cert in CertificateDer::pem_slice_iter(bytes) {
+                    cert.map_err(|error| format!("is not valid PEM: {error}"))?;
+                    count += 1;
+                }
+                if count == 0 {
+                    return Err("holds no `BEGIN CERTIFICATE` block".into());
+                }
+                Ok(())
+            }
+            Self::PrivateKey => PrivateKeyDer::from_pem_slice(bytes)
+                .map(drop)
+                .map_err(|error| match error {
+                    rustls_pki_types::pem::Error::NoItemsFound => {
+                        "holds no private key block".to_owned()
+                    }
+                    other => format!("is not a valid PEM private key: {other}"),
+                }),
+        }
+    }
+
+    const fn help(self) -> &'static str {
+        match self {
+            Self::Certificates => {
+                "the certificate chain in PEM, leaf first (`-----BEGIN CERTIFICATE-----`)"
+            }
+            Self::PrivateKey => {
+                "the private key in PEM: `BEGIN PRIVATE KEY` (PKCS#8), `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`"
+            }
+        }
+    }
 }

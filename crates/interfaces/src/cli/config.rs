@@ -48,6 +48,15 @@ pub(crate) fn load(
 pub fn check(dir: &Path, mode: Option<ValidationMode>) -> ExitCode {
     match load(dir, mode) {
         Ok(config) => {
+            // `serve` refuses a certificate pair that cannot serve; so does the check.
+            if let Some(files) = &config.gateway.server.tls
+                && let Err(error) = crate::http::server::tls::load(files)
+            {
+                println!(
+                    "error: {error}\n\nconfiguration refused: the TLS certificate cannot serve"
+                );
+                return ExitCode::FAILURE;
+            }
             for warning in &config.warnings {
                 println!("{warning}\n");
             }

@@ -58,7 +58,7 @@ pub struct AppState {
 }
 
 /// Server settings that are not part of [`Components`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Largest accepted request body, in bytes.
     pub max_body_size: u64,
@@ -66,6 +66,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Timeouts, header size and connection count of client connections.
     pub limits: ConnectionLimits,
+    /// TLS termination: the certificate and key files; `None` serves plain HTTP.
+    pub tls: Option<server::tls::TlsFiles>,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +76,7 @@ impl Default for ServerOptions {
             max_body_size: echelon_domain::defaults::server::MAX_BODY_SIZE,
             shutdown_grace: echelon_domain::defaults::server::SHUTDOWN_GRACE,
             limits: ConnectionLimits::default(),
+            tls: None,
         }
     }
 }
@@ -85,6 +88,7 @@ impl ServerOptions {
             max_body_size: server.max_body_size,
             shutdown_grace: server.shutdown_grace,
             limits: ConnectionLimits::from_settings(server),
+            tls: server.tls.clone(),
         }
     }
 }
@@ -180,9 +184,13 @@ impl RunningServer {
     }
 }
 
-/// Starts serving on `listener`. The server drains when [`RunningServer::shutdown`] is called or
+/// Starts serving on `listener` (over TLS when `options.tls` is set). The server drains when [`RunningServer::shutdown`] is called or
 /// `signal` resolves: readiness fails at once, new connections are refused, requests in flight
 /// get `shutdown_grace` to finish, then streams still running end with an error event.
+///
+/// # Errors
+/// When the listener has no local address, or the TLS certificate pair cannot serve
+/// (`InvalidInput`, naming the file and the problem).
 pub fn start(
     listener: TcpListener,
     components: &Components,
@@ -190,6 +198,13 @@ pub fn start(
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
+    let tls = match options.tls {
+        Some(files) => Some(
+            server::tls::Tls::new(files)
+                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         gateway: Arc::clone(&components.gateway),
@@ -217,6 +232,7 @@ pub fn start(
         metrics: Arc::clone(&components.metrics),
         grace: options.shutdown_grace,
         stop_streams: stop_tx,
+        tls,
     };
     let task = tokio::spawn(async move {
         listener_task.run(listener, drain).await;

@@ -836,3 +836,37 @@ fn config_import_litellm_exits_1_and_writes_nothing_for_what_is_not_a_litellm_co
         );
     }
 }
+
+/// `config check` refuses what `serve` would: a key that is not the certificate's.
+#[test]
+fn config_check_refuses_a_tls_key_of_another_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["gateway.test".to_owned()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).unwrap();
+    let gateway = "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n";
+    let provider = "kind = \"mock\"\n\n[models.small]\n";
+    let (cert_pem, key_pem, other_key) = (
+        cert.cert.pem(),
+        cert.signing_key.serialize_pem(),
+        other.signing_key.serialize_pem(),
+    );
+    let good = tree(&[
+        ("gateway.toml", gateway),
+        ("llms/_registry.toml", REGISTRY),
+        ("llms/providers/mock.toml", provider),
+        ("cert.pem", &cert_pem),
+        ("key.pem", &key_pem),
+    ]);
+    let out = run(&["config", "check", "--config", good.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    std::fs::write(good.path().join("key.pem"), other_key).unwrap();
+    let out = run(&["config", "check", "--config", good.path().to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("server.tls_cert and server.tls_key do not make a usable pair"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("PRIVATE KEY"), "{}", out.stdout);
+}

@@ -63,6 +63,7 @@ async fn start(limits: ConnectionLimits, shutdown_grace: Duration) -> Gateway {
             max_body_size: 64 * 1024,
             shutdown_grace,
             limits,
+            tls: None,
         },
         std::future::pending(),
     )

@@ -9,4 +9,5 @@ mod limits;
 mod reload;
 mod replicas;
 mod support;
+mod tls;
 mod ui;

@@ -2,25 +2,28 @@
 //! (`connection.rs`) under the server's limits, and drains on shutdown.
 //!
 //! Every connection is one task holding one of `max_connections` permits; a connection that
-//! finds none left is answered 503 at once and closed, so the task count never exceeds the
-//! limit. The server speaks HTTP/1.1 only: docs/configuration.md (HTTP server limits) says
+//! finds none left is answered 503 at once (closed, under TLS) so the task count never exceeds
+//! the limit. With `tls.rs`, each connection first completes a TLS handshake within
+//! `header_read_timeout`. The server speaks HTTP/1.1 only: docs/configuration.md (HTTP server limits) says
 //! why not HTTP/2.
 
 mod body;
 mod connection;
+pub mod tls;
 
 use core::time::Duration;
 use std::sync::Arc;
 
 use axum::Router;
 use echelon_domain::defaults::server as default;
-use echelon_infrastructure::metrics::Metrics;
+use echelon_infrastructure::metrics::{ConnectionTimeout, Metrics};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use self::body::{BodyReadTimeout, is_body_read_timeout};
 use self::connection::{Shared, Slot};
+use self::tls::Tls;
 
 /// The limits every client connection is served under (`[server]` in gateway.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,8 @@ pub(super) struct Listener {
     pub grace: Duration,
     /// Set to `true` when the grace is over: streams still running end with an error event.
     pub stop_streams: watch::Sender<bool>,
+    /// TLS termination, when configured.
+    pub tls: Option<Tls>,
 }
 
 /// How long to wait for the last events of streams ended at the end of the grace.
@@ -84,7 +89,9 @@ impl Listener {
     /// Accepts connections until `drain` resolves, then stops accepting (new connections are
     /// refused by the kernel), lets every connection finish what is in flight within the grace,
     /// ends streams still running, and returns.
-    pub(super) async fn run(self, socket: TcpListener, drain: impl Future<Output = ()>) {
+    pub(super) async fn run(mut self, socket: TcpListener, drain: impl Future<Output = ()>) {
+        let mut reload = tokio::time::interval(tls::RELOAD_CHECK);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = Arc::new(Shared::new(
             self.router,
             self.limits,
@@ -99,10 +106,15 @@ impl Listener {
                 biased;
                 () = &mut drain => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = reload.tick(), if self.tls.is_some() => {
+                    if let Some(tls) = &mut self.tls {
+                        tls.reload_if_changed();
+                    }
+                }
                 accepted = socket.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                            refuse(&tcp, &self.metrics);
+                            refuse(&tcp, &self.metrics, self.tls.is_none());
                             continue;
                         };
                         // Nagle's algorithm would hold small SSE events back by up to 40 ms.
@@ -112,9 +124,24 @@ impl Listener {
                         let slot = Slot::new(Arc::clone(&self.metrics), permit);
                         let shared = Arc::clone(&shared);
                         let drain = drain_rx.clone();
+                        let acceptor = self.tls.as_ref().map(|tls| tls.acceptor().clone());
                         connections.spawn(async move {
                             let _slot = slot;
-                            connection::serve(tcp, peer, shared, drain).await;
+                            let Some(acceptor) = acceptor else {
+                                connection::serve(tcp, peer, shared, drain).await;
+                                return;
+                            };
+                            let handshake = acceptor.accept(tcp);
+                            match tokio::time::timeout(shared.limits.header_read_timeout, handshake).await {
+                                Ok(Ok(tls)) => connection::serve(tls, peer, shared, drain).await,
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, %peer, "TLS handshake failed");
+                                }
+                                Err(_) => shared
+                                    .metrics
+                                    .connections()
+                                    .timed_out(ConnectionTimeout::Handshake),
+                            }
                         });
                     }
                     Err(error) if is_client_error(&error) => {}
@@ -156,11 +183,15 @@ fn is_client_error(error: &std::io::Error) -> bool {
     )
 }
 
-/// Turns a connection away past `max_connections`: a 503 in OpenAI's error shape if the socket
-/// takes it without waiting (it always does on a fresh connection), then close.
-fn refuse(tcp: &TcpStream, metrics: &Metrics) {
+/// Turns a connection away past `max_connections`: over plain HTTP, a 503 in OpenAI's error
+/// shape if the socket takes it without waiting (it always does on a fresh connection), then
+/// close. Under TLS there is no answer to give before a handshake, which costs as much as the
+/// connection would, so it is only closed.
+fn refuse(tcp: &TcpStream, metrics: &Metrics, plain: bool) {
     metrics.connections().refused();
-    let _ = tcp.try_write(REFUSAL.as_bytes());
+    if plain {
+        let _ = tcp.try_write(REFUSAL.as_bytes());
+    }
 }
 
 const REFUSAL: &str = concat!(
