@@ -37,6 +37,7 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 
 use crate::gateway::Gateway;
+use crate::shared_state::SharedStateSync;
 use crate::task::BackgroundTask;
 
 /// What one probe found.
@@ -167,6 +168,8 @@ pub struct HealthChecker {
     statuses: Mutex<BTreeMap<InstanceId, ProbeStatus>>,
     /// Serialises rounds, so two callers (the task and an operator's `probe_now`) never overlap.
     round: tokio::sync::Mutex<()>,
+    /// The fleet's shared state: one replica probes each instance per interval.
+    fleet: Option<Arc<SharedStateSync>>,
 }
 
 impl std::fmt::Debug for HealthChecker {
@@ -198,6 +201,7 @@ impl HealthChecker {
                 max_concurrent_probes: options.max_concurrent_probes.max(1),
                 max_idle: options.max_idle.max(Duration::from_millis(1)),
             },
+            fleet: None,
             schedule: Mutex::new(HashMap::new()),
             statuses: Mutex::new(BTreeMap::new()),
             round: tokio::sync::Mutex::new(()),
@@ -216,6 +220,16 @@ impl HealthChecker {
 
     /// Probes every instance that is due now and waits for all of them; the unit of work of the
     /// background task, public for tests and `echelon doctor`.
+    /// Shares the probes with the other replicas of a fleet: an instance is probed here only
+    /// when this replica holds its probe lease for the interval, and every verdict reaches the
+    /// other replicas through the shared state (which applies theirs here).
+    #[must_use]
+    pub fn with_fleet(mut self, fleet: Arc<SharedStateSync>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Runs the probes that are due now.
     pub async fn run_due(&self) -> RoundReport {
         self.round(false).await
     }
@@ -246,13 +260,20 @@ impl HealthChecker {
             let backend = generation.backends.get(&state.id().model.provider).cloned();
             let upstream_model = state.spec().upstream_name.clone();
             let id = state.id().clone();
+            let fleet = self.fleet.clone();
             async move {
                 let started = clock.now();
+                if let Some(fleet) = fleet
+                    && !fleet.probe_turn(&id, spec.interval).await
+                {
+                    // Another replica probes it this interval; its verdict comes by the sync.
+                    return (id, spec, started, Duration::ZERO, None);
+                }
                 let result = match backend {
                     Some(backend) => probe(backend.as_ref(), &id, &upstream_model, spec).await,
                     None => ProbeResult::Failed(ErrorClass::Connect),
                 };
-                (id, spec, started, clock.now() - started, result)
+                (id, spec, started, clock.now() - started, Some(result))
             }
         });
         let finished: Vec<_> = futures_util::stream::iter(probes)
@@ -266,8 +287,15 @@ impl HealthChecker {
             let mut schedule = self.schedule.lock().unwrap_or_else(PoisonError::into_inner);
             let mut statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
             for (id, spec, started, latency, result) in finished {
+                let Some(result) = result else {
+                    schedule.insert(id.clone(), (started + spec.interval).max(end));
+                    continue;
+                };
                 if let Some(ok) = result.verdict() {
                     generation.table.record_probe(&id, end, ok);
+                    if let Some(fleet) = &self.fleet {
+                        fleet.report_probe(&id, ok);
+                    }
                 }
                 self.observer.probe_finished(&id, result, latency);
                 tracing::debug!(instance = %id, result = result.as_str(), ?latency, "probe");

@@ -23,6 +23,7 @@ use echelon_domain::defaults::state as defaults;
 use echelon_domain::events::{BreakerScope, Event, EventSink};
 use echelon_domain::instance::InstanceState;
 use echelon_domain::limit::{LimitKind, RateLimiter};
+use echelon_domain::name::InstanceId;
 use echelon_domain::routing::RoutingTable;
 use echelon_domain::shared::{
     BreakerReport, BudgetSync, DeadReport, DynSharedState, FailMode, InstanceSync, SharedBreaker,
@@ -168,6 +169,9 @@ struct Memo {
     reported_open: Option<Instant>,
     /// The open deadline set by a fleet hold.
     held_until: Option<Instant>,
+    /// The fleet's latest probe seen (`None` before the first sync: older verdicts are not
+    /// applied).
+    probe_seq: Option<u64>,
 }
 
 /// Budgets and instances of one batch, to apply the reply to.
@@ -185,6 +189,8 @@ pub struct SharedStateSync {
     memos: Mutex<HashMap<Box<str>, Memo>>,
     /// Local buckets of limit ÷ replicas, granting budgets while falling back.
     fallback: Mutex<HashMap<Box<str>, RateLimiter>>,
+    /// Probe verdicts of this replica not yet reported.
+    probes: Mutex<HashMap<Box<str>, bool>>,
 }
 
 impl std::fmt::Debug for SharedStateSync {
@@ -201,6 +207,10 @@ fn limiter(instance: &InstanceState, kind: LimitKind) -> Option<&RateLimiter> {
         LimitKind::Requests => instance.rpm_limiter(),
         _ => instance.tpm_limiter(),
     }
+}
+
+fn key_of(instance: &InstanceState) -> Box<str> {
+    instance.id().to_string().into_boxed_str()
 }
 
 fn budget_key(instance: &InstanceState, kind: LimitKind) -> Box<str> {
@@ -227,7 +237,33 @@ impl SharedStateSync {
             status,
             memos: Mutex::new(HashMap::new()),
             fallback: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether this replica probes `instance` this interval: true when it takes the fleet's
+    /// probe lease, and whenever the store cannot say (falling back, or no answer in time), so
+    /// that a replica on its own still probes.
+    pub async fn probe_turn(&self, instance: &InstanceId, interval: Duration) -> bool {
+        if self.status.mode() != SharingMode::Shared {
+            return true;
+        }
+        let key = format!("probe:{instance}");
+        // A little shorter than the interval, so the holder's next round finds it free.
+        let ttl = interval.mul_f64(0.9).max(Duration::from_millis(1));
+        let lease = self.store.lease_boxed(&key, &self.options.replica, ttl);
+        !matches!(
+            tokio::time::timeout(self.options.timeout, lease).await,
+            Ok(Ok(false))
+        )
+    }
+
+    /// Queues the verdict of a probe this replica ran, for the next sync.
+    pub fn report_probe(&self, instance: &InstanceId, ok: bool) {
+        self.probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(instance.to_string().into_boxed_str(), ok);
     }
 
     /// The sync's status.
@@ -321,6 +357,8 @@ impl SharedStateSync {
 
     fn gather(&self, table: &RoutingTable, now: Instant) -> (SyncBatch, Pending) {
         let mut memos = self.memos.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut probes =
+            std::mem::take(&mut *self.probes.lock().unwrap_or_else(PoisonError::into_inner));
         let mut batch = SyncBatch {
             replica: self.options.replica.clone(),
             ..SyncBatch::default()
@@ -347,13 +385,13 @@ impl SharedStateSync {
                 });
                 pending.limiters.push((Arc::clone(instance), kind));
             }
-            let key: Box<str> = instance.id().to_string().into_boxed_str();
-            let memo = memos.entry(key.clone()).or_default();
+            let memo = memos.entry(key_of(instance)).or_default();
             batch.instances.push(InstanceSync {
-                key,
+                key: key_of(instance),
                 cooldown: report_cooldown(instance, memo, now),
                 dead: report_dead(instance, memo),
                 breaker: report_breaker(instance, memo, now),
+                probe: probes.remove(&*key_of(instance)),
             });
             pending.instances.push(Arc::clone(instance));
         }
@@ -404,6 +442,14 @@ impl SharedStateSync {
             }
         }
         memo.dead = shared.dead;
+        if let Some(probe) = shared.probe {
+            if !probe.mine && memo.probe_seq.is_some_and(|seen| probe.seq > seen) {
+                instance.record_probe(now, probe.ok, sink);
+            }
+            memo.probe_seq = Some(probe.seq);
+        } else if memo.probe_seq.is_none() {
+            memo.probe_seq = Some(0);
+        }
         let breaker = instance.breaker();
         let mut close_fleet = false;
         match shared.breaker {

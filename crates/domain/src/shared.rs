@@ -148,6 +148,8 @@ pub struct InstanceSync {
     pub dead: DeadReport,
     /// A breaker change of this replica's own since the last sync.
     pub breaker: BreakerReport,
+    /// The verdict of an active probe this replica ran since the last sync (true: healthy).
+    pub probe: Option<bool>,
 }
 
 /// A dead-key change to report.
@@ -193,6 +195,19 @@ pub struct SharedInstanceState {
     pub dead: bool,
     /// What the fleet's breaker says this replica may do.
     pub breaker: SharedBreaker,
+    /// The fleet's latest probe verdict of the instance, if any replica probed it.
+    pub probe: Option<SharedProbe>,
+}
+
+/// The latest active probe of an instance, whichever replica ran it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedProbe {
+    /// Increases with every probe reported by any replica.
+    pub seq: u64,
+    /// The verdict (true: healthy).
+    pub ok: bool,
+    /// Whether this sync reported it (the replica has applied it already).
+    pub mine: bool,
 }
 
 /// The fleet's breaker of one instance, from one replica's point of view.
@@ -212,6 +227,9 @@ pub enum SharedBreaker {
 }
 
 /// The shared state port: one round trip per sync, plus the health-probe lease.
+///
+/// One replica probes each instance per interval (the one holding its lease) and reports the
+/// verdict in its next sync; the others apply it when they see a newer `seq`.
 ///
 /// Every call of an adapter has a short timeout of its own; the caller also bounds it, and a
 /// failure only makes the replica fall back to local state, never fails a request.

@@ -435,11 +435,15 @@ pub fn start_background(
     if let Some(sync) = &components.sharing {
         tasks.push(Arc::clone(sync).spawn());
     }
-    let checker = Arc::new(HealthChecker::new(
+    let mut checker = HealthChecker::new(
         Arc::clone(&components.gateway),
         Arc::clone(&components.metrics) as _,
         HealthCheckOptions::default(),
-    ));
+    );
+    if let Some(sync) = &components.sharing {
+        checker = checker.with_fleet(Arc::clone(sync));
+    }
+    let checker = Arc::new(checker);
     tasks.push(Arc::clone(&checker).spawn());
     let _ = components.operations.checker.set(checker);
 

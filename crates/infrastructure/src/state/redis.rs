@@ -4,7 +4,8 @@
 //!
 //! Keys are `{key_prefix}:{kind}:{name}`: `budget:rpm:openai/gpt-4o#0` (a hash: tokens and the
 //! time they were counted), `cool:…` (a cooldown deadline), `dead:…` (a dead-key mark), `open:…`
-//! (a breaker's open deadline), `trial:…` (the replica holding the half-open trial), `lease:…`
+//! (a breaker's open deadline), `trial:…` (the replica holding the half-open trial), `probe:…`
+//! (the latest probe verdict), `lease:…`
 //! (a health-probe lease). Every key expires by itself. Errors never carry the URL or its
 //! password.
 
@@ -12,12 +13,15 @@ use std::time::Duration;
 
 use echelon_domain::secret::Secret;
 use echelon_domain::shared::{
-    BreakerReport, DeadReport, SharedBreaker, SharedInstanceState, SharedState, SharedStateError,
-    SyncBatch, SyncReply, TRIAL_LEASE,
+    BreakerReport, DeadReport, SharedBreaker, SharedInstanceState, SharedProbe, SharedState,
+    SharedStateError, SyncBatch, SyncReply, TRIAL_LEASE,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// How long a dead-key mark lasts without a probe or a reload reviving it.
+/// Values the script returns per instance.
+const PER_INSTANCE: usize = 7;
+
+/// How long a dead-key mark (and a probe verdict) lasts without a probe or a reload reviving it.
 const DEAD_MARK: Duration = Duration::from_secs(24 * 3600);
 
 /// How to reach Redis.
@@ -151,7 +155,8 @@ impl SharedState for RedisState {
             call.key(self.key("cool", &instance.key))
                 .key(self.key("dead", &instance.key))
                 .key(self.key("open", &instance.key))
-                .key(self.key("trial", &instance.key));
+                .key(self.key("trial", &instance.key))
+                .key(self.key("probe", &instance.key));
             let dead = match instance.dead {
                 DeadReport::Unchanged => 0,
                 DeadReport::Dead => 1,
@@ -162,17 +167,23 @@ impl SharedState for RedisState {
                 BreakerReport::Opened { remaining } => (1, ms(remaining).max(1)),
                 BreakerReport::Closed => (2, 0),
             };
+            let probe = match instance.probe {
+                None => 0,
+                Some(true) => 1,
+                Some(false) => 2,
+            };
             call.arg(instance.cooldown.map_or(0, ms))
                 .arg(dead)
                 .arg(breaker)
-                .arg(open_ms);
+                .arg(open_ms)
+                .arg(probe);
         }
         let mut connection = self.manager.clone();
         let values: Vec<i64> = self
             .bounded("sync", call.invoke_async(&mut connection))
             .await?;
         let budgets = batch.budgets.len();
-        if values.len() != budgets + 4 * batch.instances.len() {
+        if values.len() != budgets + PER_INSTANCE * batch.instances.len() {
             return Err(SharedStateError::new(format!(
                 "Redis sync answered {} values for {} budgets and {} instances",
                 values.len(),
@@ -181,7 +192,7 @@ impl SharedState for RedisState {
             )));
         }
         let instances = values[budgets..]
-            .chunks_exact(4)
+            .chunks_exact(PER_INSTANCE)
             .map(|v| SharedInstanceState {
                 cooldown: left(v[0]),
                 dead: v[1] != 0,
@@ -192,6 +203,14 @@ impl SharedState for RedisState {
                     },
                     _ => SharedBreaker::Closed,
                 },
+                probe: u64::try_from(v[4])
+                    .ok()
+                    .filter(|&seq| seq > 0)
+                    .map(|seq| SharedProbe {
+                        seq,
+                        ok: v[5] != 0,
+                        mine: v[6] != 0,
+                    }),
             })
             .collect();
         Ok(SyncReply {

@@ -5,12 +5,14 @@
 --
 -- ARGV: replica, budget count NB, instance count NI, trial lease ms, dead mark ms, then per
 -- budget (limit per minute, debt, want) and per instance (cooldown ms or 0, dead op 0 none /
--- 1 dead / 2 revived, breaker op 0 none / 1 opened / 2 closed, breaker open ms).
+-- 1 dead / 2 revived, breaker op 0 none / 1 opened / 2 closed, breaker open ms, probe op 0 none /
+-- 1 healthy / 2 failed).
 -- KEYS: NB budget hashes {t = tokens, at = ms}, then per instance its cooldown deadline, dead
--- mark, breaker open deadline and trial owner.
+-- mark, breaker open deadline, trial owner and last probe (a hash {seq, ok}).
 --
 -- Returns the granted units of every budget, then per instance: cooldown ms left, dead (0/1),
--- breaker (0 closed, 1 hold, 2 this replica's trial), hold ms left.
+-- breaker (0 closed, 1 hold, 2 this replica's trial), hold ms left, probe seq (0: none), probe
+-- ok (0/1), whether this call reported that probe (0/1).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local replica = ARGV[1]
@@ -55,13 +57,15 @@ for i = 1, nb do
 end
 
 for j = 1, ni do
-  local k = nb + (j - 1) * 4
+  local k = nb + (j - 1) * 5
   local kcool, kdead, kopen, ktrial = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local kprobe = KEYS[k + 5]
   local cool = tonumber(ARGV[a])
   local dead = tonumber(ARGV[a + 1])
   local bop = tonumber(ARGV[a + 2])
   local bms = tonumber(ARGV[a + 3])
-  a = a + 4
+  local pop = tonumber(ARGV[a + 4])
+  a = a + 5
 
   -- Cooldown deadlines only move later.
   local until_cool = tonumber(redis.call('GET', kcool) or '0')
@@ -115,10 +119,23 @@ for j = 1, ni do
     end
   end
 
+  -- The latest probe verdict, whoever ran it.
+  local mine = 0
+  if pop > 0 then
+    redis.call('HINCRBY', kprobe, 'seq', 1)
+    redis.call('HSET', kprobe, 'ok', pop == 1 and 1 or 0)
+    redis.call('PEXPIRE', kprobe, dead_ttl)
+    mine = 1
+  end
+  local probe = redis.call('HMGET', kprobe, 'seq', 'ok')
+
   out[#out + 1] = cool_left
   out[#out + 1] = is_dead
   out[#out + 1] = breaker
   out[#out + 1] = hold
+  out[#out + 1] = tonumber(probe[1] or '0')
+  out[#out + 1] = tonumber(probe[2] or '0')
+  out[#out + 1] = mine
 end
 
 return out

@@ -1,8 +1,23 @@
 //! The Redis adapter of the shared state port against a real `redis-server` of the test's own:
 //! budgets granted from one bucket, cooldowns that only move later, dead keys, the fleet's one
-//! breaker trial, leases, bounded calls while Redis is paused, and no password in any error.
+//! breaker trial, leases, bounded calls while Redis is paused, and no password in any error;
+//! then two replicas' syncs adopting each other's news.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use echelon_application::gateway::{EngineOptions, Gateway};
+use echelon_application::shared_state::{SharedStateOptions, SharedStateSync};
+use echelon_domain::breaker::BreakerState;
+use echelon_domain::events::NoopSink;
+use echelon_domain::health::HealthState;
+use echelon_domain::instance::InstanceState;
+use echelon_domain::name::{InstanceId, ModelRef};
+use echelon_domain::random::SplitMix64;
+use echelon_domain::routing::TableOptions;
+use echelon_domain::spec::{Limits, ModelSpec, Topology};
+use echelon_domain::time::Clock as _;
+use echelon_infrastructure::backend_factory::ProviderBackends;
 
 use echelon_domain::secret::Secret;
 use echelon_domain::shared::{
@@ -47,6 +62,7 @@ fn instance(
             cooldown,
             dead,
             breaker,
+            probe: None,
         }],
     }
 }
@@ -249,4 +265,120 @@ async fn errors_never_show_the_password() {
     let unreachable = client("redis://:wrong-staple-9@127.0.0.1:9", "gw");
     let error = unreachable.ping().await.unwrap_err().to_string();
     assert!(!error.contains("wrong-staple-9"), "{error}");
+}
+
+/// A replica: a gateway over one mock key with a 60 rpm limit, and its sync with Redis.
+struct Replica {
+    gateway: Arc<Gateway>,
+    sync: SharedStateSync,
+}
+
+impl Replica {
+    fn new(redis: &RedisServer, name: &str) -> Self {
+        let mut topology = Topology::default();
+        topology
+            .providers
+            .insert("p".into(), echelon_test_support::provider("p", 1));
+        let model = ModelSpec {
+            limits: Limits {
+                rpm: Some(60),
+                ..Limits::default()
+            },
+            ..echelon_test_support::model("p/m", "m", None)
+        };
+        topology.models.insert(model.model.clone(), model);
+        let gateway = Arc::new(
+            Gateway::new(
+                topology,
+                Arc::new(ProviderBackends),
+                Arc::new(SplitMix64::new(7)),
+                EngineOptions {
+                    table: TableOptions {
+                        shared_budgets: true,
+                        ..TableOptions::default()
+                    },
+                    ..EngineOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let sync = SharedStateSync::new(
+            Arc::clone(&gateway),
+            Arc::new(client(&redis.url(), "fleet")),
+            SharedStateOptions {
+                replica: name.into(),
+                ..SharedStateOptions::default()
+            },
+        );
+        Self { gateway, sync }
+    }
+
+    fn instance(&self) -> Arc<InstanceState> {
+        let table = Arc::clone(&self.gateway.generation().table);
+        let id = InstanceId::new(ModelRef::new("p", "m"), 0);
+        Arc::clone(table.instance(&id).unwrap())
+    }
+
+    fn now(&self) -> echelon_domain::time::Instant {
+        self.gateway.clock().now()
+    }
+
+    async fn sync(&self) {
+        self.sync.sync_once().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn replicas_adopt_each_others_cooldowns_dead_keys_breakers_probes_and_budgets() {
+    let redis = RedisServer::start();
+    let (a, b) = (Replica::new(&redis, "a"), Replica::new(&redis, "b"));
+    let (ia, ib) = (a.instance(), b.instance());
+    // Before its first sync a replica holds no slice of the budget, so it admits nothing.
+    assert_eq!(ib.rate_available(b.now()).0, Some(0));
+    a.sync().await;
+    b.sync().await;
+    assert_eq!(ib.rate_available(b.now()).0, Some(1));
+
+    ia.start_cooldown(a.now() + Duration::from_secs(30), None, &NoopSink);
+    ia.mark_key_dead(&NoopSink);
+    a.sync().await;
+    b.sync().await;
+    let left = ib.cooldown_until(b.now()).unwrap() - b.now();
+    assert!(left > Duration::from_secs(29), "{left:?}");
+    assert!(ib.is_key_dead());
+    // A probe on b revives the key; a learns it.
+    ib.record_probe(b.now(), true, &NoopSink);
+    b.sync().await;
+    a.sync().await;
+    assert!(!ia.is_key_dead());
+
+    // A probe verdict from a reaches b's health.
+    a.sync.report_probe(ia.id(), false);
+    a.sync().await;
+    b.sync().await;
+    assert_eq!(ib.health().state(), HealthState::Degraded);
+
+    // a's breaker opens: b refuses too, then one of them holds the trial.
+    ia.breaker().hold_open(a.now() + Duration::from_millis(300));
+    a.sync().await;
+    b.sync().await;
+    assert_eq!(ib.breaker().state(b.now()), BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.sync().await;
+    b.sync().await;
+    assert_eq!(
+        ia.breaker().state(a.now()),
+        BreakerState::HalfOpen,
+        "a holds the trial"
+    );
+    assert_eq!(
+        ib.breaker().state(b.now()),
+        BreakerState::Open,
+        "b waits for a's trial"
+    );
+    // a's trial succeeds: the fleet's breaker closes, b's with it.
+    ia.breaker().reset();
+    a.sync().await;
+    b.sync().await;
+    assert_eq!(ib.breaker().state(b.now()), BreakerState::Closed);
 }
