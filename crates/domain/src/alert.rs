@@ -70,11 +70,13 @@ pub enum AlertMetric {
     BreakerTrips,
     /// Configuration reloads refused.
     ConfigReloadFailures,
+    /// 1 while the shared state (Redis) is unreachable and the replica runs on local state.
+    SharedStateFallback,
 }
 
 impl AlertMetric {
     /// Every metric, in the order the documentation lists them.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::PoolHealthyRatio,
         Self::PoolAvailableRatio,
         Self::KeysDead,
@@ -91,6 +93,7 @@ impl AlertMetric {
         Self::P95Ttft,
         Self::BreakerTrips,
         Self::ConfigReloadFailures,
+        Self::SharedStateFallback,
     ];
 
     /// The name rules use.
@@ -112,6 +115,7 @@ impl AlertMetric {
             Self::P95Ttft => "p95_ttft",
             Self::BreakerTrips => "breaker_trips",
             Self::ConfigReloadFailures => "config_reload_failures",
+            Self::SharedStateFallback => "shared_state_fallback",
         }
     }
 
@@ -127,7 +131,8 @@ impl AlertMetric {
             | Self::PoolAvailableRatio
             | Self::KeysDead
             | Self::BreakerOpen
-            | Self::LimiterSaturation => MetricKind::Gauge,
+            | Self::LimiterSaturation
+            | Self::SharedStateFallback => MetricKind::Gauge,
             Self::UpstreamErrorRate | Self::RateLimitedRatio | Self::RequestErrorRate => {
                 MetricKind::Ratio
             }
@@ -168,6 +173,9 @@ impl AlertMetric {
             }
             Self::BreakerTrips => "times a breaker opened",
             Self::ConfigReloadFailures => "configuration reloads refused",
+            Self::SharedStateFallback => {
+                "1 while Redis is unreachable and this replica runs on local state, else 0"
+            }
         }
     }
 
@@ -196,6 +204,7 @@ impl AlertMetric {
             }
             Self::Requests | Self::P95Latency | Self::P95Ttft => "route",
             Self::ConfigReloadFailures => "`config`",
+            Self::SharedStateFallback => "`shared_state`",
         }
     }
 }

@@ -66,6 +66,25 @@ fn openai_keys_pool_example_loads_with_its_variables() {
 }
 
 #[test]
+fn replicas_example_shares_state_in_redis() {
+    let vars = env(&[
+        ("OPENAI_API_KEY_1", "sk-one"),
+        ("OPENAI_API_KEY_2", "sk-two"),
+        ("ECHELON_CLIENT_KEY", "client"),
+        ("ECHELON_ADMIN_KEY", "admin"),
+        ("REDIS_PASSWORD", "redis-canary"),
+    ]);
+    let config = load(&example("replicas"), &vars).unwrap_or_else(|r| panic!("{r}"));
+    assert!(config.warnings.is_empty(), "{:#?}", config.warnings);
+    let echelon_config::StateBackend::Redis(redis) = &config.gateway.state else {
+        panic!("the example shares state in Redis");
+    };
+    assert_eq!(redis.url.expose(), "redis://:redis-canary@redis:6379/0");
+    assert_eq!(redis.replicas, 2);
+    assert_eq!(redis.key_prefix, "echelon-prod");
+}
+
+#[test]
 fn openai_keys_pool_example_names_every_missing_variable() {
     let report = load(&example("openai-keys-pool"), &env(&[])).unwrap_err();
     let variables: Vec<_> = report

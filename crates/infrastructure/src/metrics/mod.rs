@@ -558,6 +558,14 @@ impl ReadingSource for Metrics {
             target: "config".to_owned(),
             sample: Sample::Counter(get(&self.reloads_failed) as f64),
         });
+        if let Some(status) = self.sharing.get() {
+            let falling_back = status.mode() == echelon_domain::shared::SharingMode::Fallback;
+            out.push(Reading {
+                metric: AlertMetric::SharedStateFallback,
+                target: "shared_state".to_owned(),
+                sample: Sample::Gauge(if falling_back { 1.0 } else { 0.0 }),
+            });
+        }
     }
 }
 
