@@ -1,6 +1,8 @@
 //! The configuration tree Echelon is benchmarked with, generated at run time so that it points at
 //! the fake upstream's port: one OpenAI-kind provider with two keys (two instances), a
-//! `round_robin` pool over them, and a wrapper clients address it by.
+//! `round_robin` pool over them, and a wrapper clients address it by. Each key has an rpm limit
+//! far above the load, so that the limiter (and, with `--state redis`, the budget shared through
+//! Redis) is on the path of every request without ever refusing one.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -12,7 +14,19 @@ use anyhow::{Context, Result};
 pub const WRAPPER: &str = "bench";
 
 /// The files of the tree, relative to the configuration folder, with their text.
-pub fn files(upstream: SocketAddr, listen: SocketAddr) -> Vec<(&'static str, String)> {
+pub fn files(
+    upstream: SocketAddr,
+    listen: SocketAddr,
+    redis: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let state = redis.map_or_else(
+        || "\n[state]\nbackend = \"memory\"\n".to_owned(),
+        |url| {
+            format!(
+                "\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"bench\"\n"
+            )
+        },
+    );
     vec![
         (
             "gateway.toml",
@@ -25,7 +39,8 @@ pub fn files(upstream: SocketAddr, listen: SocketAddr) -> Vec<(&'static str, Str
                  api_keys = []\n\
                  \n\
                  [telemetry]\n\
-                 log_level = \"warn\"\n"
+                 log_level = \"warn\"\n\
+                 {state}"
             ),
         ),
         (
@@ -46,7 +61,8 @@ pub fn files(upstream: SocketAddr, listen: SocketAddr) -> Vec<(&'static str, Str
                  base_url = \"http://{upstream}/v1\"\n\
                  api_keys = [\"bench-key-a\", \"bench-key-b\"]\n\
                  \n\
-                 [models.gpt-4o-mini]\n"
+                 [models.gpt-4o-mini]\n\
+                 rpm_limit = 60000000\n"
             ),
         ),
         (
@@ -73,8 +89,13 @@ pub fn files(upstream: SocketAddr, listen: SocketAddr) -> Vec<(&'static str, Str
 }
 
 /// Writes the tree into `dir`.
-pub fn write(dir: &Path, upstream: SocketAddr, listen: SocketAddr) -> Result<()> {
-    for (relative, text) in files(upstream, listen) {
+pub fn write(
+    dir: &Path,
+    upstream: SocketAddr,
+    listen: SocketAddr,
+    redis: Option<&str>,
+) -> Result<()> {
+    for (relative, text) in files(upstream, listen, redis) {
         let path = dir.join(relative);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)
@@ -94,7 +115,7 @@ mod tests {
         let upstream: SocketAddr = "127.0.0.1:41001".parse().unwrap();
         let listen: SocketAddr = "127.0.0.1:41002".parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), upstream, listen).unwrap();
+        write(dir.path(), upstream, listen, Some("redis://127.0.0.1:6379")).unwrap();
         let read = |relative: &str| -> toml::Table {
             let text = fs::read_to_string(dir.path().join(relative)).unwrap();
             toml::from_str(&text).unwrap()
@@ -114,6 +135,7 @@ mod tests {
             gateway["auth"]["api_keys"].as_array().map(Vec::len),
             Some(0)
         );
+        assert_eq!(gateway["state"]["backend"].as_str(), Some("redis"));
         assert_eq!(
             read("llms/_registry.toml")["global"]["hot_reload"].as_bool(),
             Some(false)

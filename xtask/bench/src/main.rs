@@ -54,6 +54,9 @@ options:
                      machine cannot preempt it; that needs root or CAP_SYS_NICE)
   --echelon-env K=V  extra environment of the Echelon process, for experiments (repeatable),
                      e.g. LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
+  --state B          Echelon's [state] backend: memory (default) or redis, which starts a
+                     redis-server of its own on the driver core (persistence off) and shares
+                     the keys' rpm budgets through it; compare the two runs' CPU per request
   --write            replace the generated part of docs/performance.md with this run";
 
 /// The target whose figures are checked, and the one it is checked against.
@@ -96,6 +99,8 @@ pub struct Options {
     /// Extra environment of the Echelon process, for experiments (an allocator through
     /// `LD_PRELOAD`, `TOKIO_WORKER_THREADS`).
     pub echelon_env: Vec<(String, String)>,
+    /// Run Echelon with `[state] backend = "redis"` against a redis-server of the run's own.
+    pub redis: bool,
 }
 
 impl Default for Options {
@@ -112,6 +117,7 @@ impl Default for Options {
             realtime: true,
             write: false,
             echelon_env: Vec::new(),
+            redis: false,
         }
     }
 }
@@ -166,6 +172,13 @@ impl Options {
                 "--no-build" => options.no_build = true,
                 "--no-realtime" => options.realtime = false,
                 "--write" => options.write = true,
+                "--state" => {
+                    options.redis = match value()? {
+                        "redis" => true,
+                        "memory" => false,
+                        other => bail!("`--state {other}`: expected memory or redis"),
+                    }
+                }
                 "--echelon-env" => {
                     let pair = value()?;
                     let (key, val) = pair
@@ -187,6 +200,10 @@ impl Options {
         ensure!(
             options.gateway_cpu != options.driver_cpu,
             "--gateway-cpu and --driver-cpu must be different cores"
+        );
+        ensure!(
+            !(options.write && options.redis),
+            "--write records the memory backend; record a --state redis run by hand in docs/performance.md"
         );
         Ok(options)
     }
@@ -499,9 +516,37 @@ impl Bench<'_> {
         )?;
         proxy.wait_listening(proxy_addr)?;
 
+        let redis = if self.options.redis {
+            let addr = free_port()?;
+            let mut redis = self.start(
+                "redis",
+                self.options.driver_cpu,
+                Path::new("redis-server"),
+                &[
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    addr.port().to_string(),
+                    "--save".into(),
+                    String::new(),
+                    "--appendonly".into(),
+                    "no".into(),
+                ],
+                &[],
+            )?;
+            redis.wait_listening(addr)?;
+            Some((redis, format!("redis://{addr}")))
+        } else {
+            None
+        };
         let echelon_addr = free_port()?;
         let config_dir = self.scratch.join("echelon-config");
-        config::write(&config_dir, upstream_addr, echelon_addr)?;
+        config::write(
+            &config_dir,
+            upstream_addr,
+            echelon_addr,
+            redis.as_ref().map(|(_, url)| url.as_str()),
+        )?;
         let mut echelon = self.start(
             SUBJECT,
             self.options.gateway_cpu,
@@ -609,7 +654,7 @@ impl Bench<'_> {
                 after: target.pid.map(procfs::status).transpose()?,
             });
         }
-        drop((echelon, proxy, upstream));
+        drop((echelon, proxy, upstream, redis));
         Ok((runs, stream_events))
     }
 }
@@ -794,6 +839,7 @@ mod tests {
                 realtime: false,
                 write: true,
                 echelon_env: vec![("A".to_owned(), "b=c".to_owned())],
+                redis: false,
             }
         );
         let error = |list: &[&str]| Options::parse(&args(list)).unwrap_err().to_string();
