@@ -21,7 +21,8 @@ use echelon_infrastructure::backend_factory::ProviderBackends;
 
 use echelon_domain::secret::Secret;
 use echelon_domain::shared::{
-    BreakerReport, BudgetSync, DeadReport, InstanceSync, SharedBreaker, SharedState, SyncBatch,
+    BreakerReport, BudgetSync, DeadReport, FailMode, InstanceSync, SharedBreaker, SharedState,
+    SharingMode, SyncBatch,
 };
 use echelon_infrastructure::state::{RedisOptions, RedisState};
 use echelon_test_support::redis_server::RedisServer;
@@ -381,4 +382,66 @@ async fn replicas_adopt_each_others_cooldowns_dead_keys_breakers_probes_and_budg
     a.sync().await;
     b.sync().await;
     assert_eq!(ib.breaker().state(b.now()), BreakerState::Closed);
+}
+
+/// A replica whose Redis is unreachable, syncing every 20 ms.
+fn unreachable_replica(fail_mode: FailMode) -> (Arc<Gateway>, Arc<SharedStateSync>) {
+    let redis = RedisServer::start();
+    let replica = Replica::new(&redis, "alone");
+    drop(redis);
+    let gateway = Arc::clone(&replica.gateway);
+    let sync = Arc::new(SharedStateSync::new(
+        Arc::clone(&gateway),
+        Arc::new(client("redis://127.0.0.1:9", "fleet")),
+        SharedStateOptions {
+            replica: "alone".into(),
+            sync_interval: Duration::from_millis(20),
+            retry_interval: Duration::from_millis(50),
+            replicas: 3,
+            fail_mode,
+            ..SharedStateOptions::default()
+        },
+    ));
+    (gateway, sync)
+}
+
+async fn wait_for_fallback(sync: &SharedStateSync) {
+    let started = Instant::now();
+    while sync.status().mode() != SharingMode::Fallback {
+        assert!(started.elapsed() < Duration::from_secs(10), "never fell back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_redis_local_mode_grants_a_share_and_closed_mode_grants_nothing() {
+    let (gateway, sync) = unreachable_replica(FailMode::Local);
+    let task = Arc::clone(&sync).spawn();
+    wait_for_fallback(&sync).await;
+    let id = InstanceId::new(ModelRef::new("p", "m"), 0);
+    let started = Instant::now();
+    loop {
+        let table = Arc::clone(&gateway.generation().table);
+        let rpm = table.instance(&id).unwrap().rpm_limiter().unwrap();
+        // The local share is 60 / 3 = 20 a minute, handed out a slice at a time.
+        if rpm.lease().balance() > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no local grant");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let snapshot = sync.status().snapshot();
+    assert_eq!(snapshot.fallbacks, 1);
+    assert!(snapshot.last_error.is_some());
+    task.shutdown().await;
+
+    let (gateway, sync) = unreachable_replica(FailMode::Closed);
+    let task = Arc::clone(&sync).spawn();
+    wait_for_fallback(&sync).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let table = Arc::clone(&gateway.generation().table);
+    let instance = table.instance(&id).unwrap();
+    assert_eq!(instance.rpm_limiter().unwrap().lease().balance(), 0);
+    assert!(instance.availability(gateway.clock().now(), 1, false).is_err());
+    task.shutdown().await;
 }
