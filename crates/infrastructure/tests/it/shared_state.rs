@@ -408,7 +408,10 @@ fn unreachable_replica(fail_mode: FailMode) -> (Arc<Gateway>, Arc<SharedStateSyn
 async fn wait_for_fallback(sync: &SharedStateSync) {
     let started = Instant::now();
     while sync.status().mode() != SharingMode::Fallback {
-        assert!(started.elapsed() < Duration::from_secs(10), "never fell back");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never fell back"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -427,7 +430,10 @@ async fn without_redis_local_mode_grants_a_share_and_closed_mode_grants_nothing(
         if rpm.lease().balance() > 0 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no local grant");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no local grant"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let snapshot = sync.status().snapshot();
@@ -442,6 +448,10 @@ async fn without_redis_local_mode_grants_a_share_and_closed_mode_grants_nothing(
     let table = Arc::clone(&gateway.generation().table);
     let instance = table.instance(&id).unwrap();
     assert_eq!(instance.rpm_limiter().unwrap().lease().balance(), 0);
-    assert!(instance.availability(gateway.clock().now(), 1, false).is_err());
+    assert!(
+        instance
+            .availability(gateway.clock().now(), 1, false)
+            .is_err()
+    );
     task.shutdown().await;
 }

@@ -24,8 +24,9 @@ pub mod status;
 pub use alerts::{ActiveAlertDto, AlertNoticeDto, AlertRuleDto, AlertsDto};
 pub use explain::{CandidateDto, ExplanationDto, SkipDto, StageDto, TargetDto, VerdictDto};
 pub use status::{
-    EchelonDto, GroupDto, HistoryDto, InstanceDto, LatencyDto, LimitsDto, MemberDto, PoolDto,
-    ProbeDto, ReloadDto, ReloadsDto, StatsDto, StatusDto,
+    EchelonDto, FailModeDto, GroupDto, HistoryDto, InstanceDto, LatencyDto, LimitsDto, MemberDto,
+    PoolDto, ProbeDto, ReloadDto, ReloadsDto, SharedStateDto, SharingModeDto, StateBackendDto,
+    StatsDto, StatusDto,
 };
 
 /// The version of the admin API's wire format. Adding a field is not a breaking change;

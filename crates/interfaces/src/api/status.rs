@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use echelon_application::health_check::{ProbeResult, ProbeStatus};
 use echelon_application::history::HistoryEntry;
+use echelon_application::shared_state::SharingSnapshot;
 use echelon_domain::routing::{
     EchelonSnapshot, GroupSnapshot, InstanceSnapshot, PoolMemberSnapshot, PoolSnapshot,
     TableSnapshot,
 };
+use echelon_domain::shared::{FailMode, SharingMode};
 use echelon_domain::spec::{FallbackStrategy, Limits};
 use echelon_domain::stats::Stats;
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,10 @@ pub struct StatusDto {
     /// The last active probe of each probed instance.
     #[serde(default)]
     pub probes: Vec<ProbeDto>,
+    /// Where state shared by replicas lives and whether this replica shares it now (absent
+    /// from gateways older than the field).
+    #[serde(default)]
+    pub shared_state: Option<SharedStateDto>,
 }
 
 /// The parts of a status document, as the gateway has them.
@@ -63,6 +69,8 @@ pub struct StatusParts<'a> {
     pub history: &'a [HistoryEntry],
     /// Last probes.
     pub probes: &'a [ProbeStatus],
+    /// The shared state sync's status; `None` with `[state] backend = "memory"`.
+    pub sharing: Option<SharingSnapshot>,
 }
 
 impl StatusDto {
@@ -78,6 +86,7 @@ impl StatusDto {
             groups: parts.table.groups.iter().map(GroupDto::from).collect(),
             history: parts.history.iter().map(HistoryDto::from).collect(),
             probes: parts.probes.iter().map(ProbeDto::from).collect(),
+            shared_state: Some(SharedStateDto::of(parts.sharing.as_ref())),
         }
     }
 
@@ -90,7 +99,123 @@ impl StatusDto {
             table,
             history: &[],
             probes: &[],
+            sharing: None,
         })
+    }
+}
+
+/// `[state] backend`: where state shared by replicas lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendDto {
+    /// This process only.
+    Memory,
+    /// Shared with every replica using the same Redis and `key_prefix`.
+    Redis,
+    /// A backend this version of the reader does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// Whether a replica shares state right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharingModeDto {
+    /// Nothing to share (`backend = "memory"`).
+    Memory,
+    /// Syncing with Redis.
+    Shared,
+    /// Redis unreachable: local state, following the fail mode, until a retry succeeds.
+    Fallback,
+    /// A mode this version of the reader does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl From<SharingMode> for SharingModeDto {
+    fn from(mode: SharingMode) -> Self {
+        match mode {
+            SharingMode::Memory => Self::Memory,
+            SharingMode::Shared => Self::Shared,
+            SharingMode::Fallback => Self::Fallback,
+        }
+    }
+}
+
+/// `[state] fail_mode`: what budgets do while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailModeDto {
+    /// Local budgets of the limit divided by `replicas`.
+    Local,
+    /// Rate-limited keys refuse until Redis is back.
+    Closed,
+    /// A fail mode this version of the reader does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl From<FailMode> for FailModeDto {
+    fn from(mode: FailMode) -> Self {
+        match mode {
+            FailMode::Local => Self::Local,
+            FailMode::Closed => Self::Closed,
+        }
+    }
+}
+
+/// `shared_state` of a status: the shared state backend and this replica's sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedStateDto {
+    /// `memory` or `redis`.
+    pub backend: StateBackendDto,
+    /// `memory`, `shared` or `fallback`.
+    pub mode: SharingModeDto,
+    /// `local` or `closed`; `null` with the memory backend.
+    #[serde(default)]
+    pub fail_mode: Option<FailModeDto>,
+    /// The `replicas` hint; `null` with the memory backend.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Syncs with Redis that succeeded since start.
+    #[serde(default)]
+    pub syncs: u64,
+    /// Syncs that failed since start.
+    #[serde(default)]
+    pub failures: u64,
+    /// Times this replica fell back to local state since start.
+    #[serde(default)]
+    pub fallbacks: u64,
+    /// The last failure, free of secrets.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl SharedStateDto {
+    /// The wire form of the sync's status, or of the memory backend when there is no sync.
+    pub fn of(sharing: Option<&SharingSnapshot>) -> Self {
+        let Some(s) = sharing else {
+            return Self {
+                backend: StateBackendDto::Memory,
+                mode: SharingModeDto::Memory,
+                fail_mode: None,
+                replicas: None,
+                syncs: 0,
+                failures: 0,
+                fallbacks: 0,
+                last_error: None,
+            };
+        };
+        Self {
+            backend: StateBackendDto::Redis,
+            mode: s.mode.into(),
+            fail_mode: Some(s.fail_mode.into()),
+            replicas: Some(s.replicas),
+            syncs: s.syncs,
+            failures: s.failures,
+            fallbacks: s.fallbacks,
+            last_error: s.last_error.as_deref().map(str::to_owned),
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use super::table::{Table, percent};
 use crate::api::{
-    ExplanationDto, GroupDto, HistoryDto, InstanceDto, LabelKind, SkipDto, StatusDto,
+    ExplanationDto, FailModeDto, GroupDto, HistoryDto, InstanceDto, LabelKind, SharedStateDto,
+    SharingModeDto, SkipDto, StateBackendDto, StatusDto,
 };
 
 impl SkipDto {
@@ -203,6 +204,38 @@ impl HistoryDto {
 /// Most history lines `status` prints.
 const HISTORY_LINES: usize = 10;
 
+impl SharedStateDto {
+    /// One line of `echelon status`: where shared state lives and whether it is shared now.
+    pub fn line(&self) -> String {
+        if self.backend == StateBackendDto::Memory {
+            return "shared state: memory (limits, cooldowns and breakers apply to this process only)"
+                .to_owned();
+        }
+        let mode = match self.mode {
+            SharingModeDto::Shared => "shared with the other replicas".to_owned(),
+            SharingModeDto::Fallback => format!(
+                "falling back to local state (Redis unreachable{})",
+                self.last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            SharingModeDto::Memory => "not shared".to_owned(),
+            SharingModeDto::Other => "in a mode this echelon does not know".to_owned(),
+        };
+        let fail_mode = match self.fail_mode {
+            Some(FailModeDto::Closed) => "closed",
+            Some(FailModeDto::Other) => "unknown",
+            Some(FailModeDto::Local) | None => "local",
+        };
+        format!(
+            "shared state: redis, {mode}; {} replicas, fail mode {fail_mode}, {} failed syncs",
+            self.replicas.unwrap_or(1),
+            self.failures
+        )
+    }
+}
+
 impl InstanceDto {
     /// The breaker cell: state, and the time to the next trial when open.
     fn breaker_cell(&self, now: Option<f64>) -> String {
@@ -332,6 +365,9 @@ impl StatusDto {
             );
         }
         out.push('\n');
+        if let Some(shared) = &self.shared_state {
+            let _ = writeln!(out, "{}", shared.line());
+        }
         if let Some(last) = self.config.last.as_ref().filter(|l| !l.applied) {
             for error in &last.errors {
                 let _ = writeln!(out, "  refused: {}", error.replace('\n', "\n    "));
@@ -505,5 +541,51 @@ mod tests {
         assert_eq!(instance.cooldown_cell(Some(10.0)), "1.5s");
         assert_eq!(instance.breaker_cell(Some(10.0)), "open 10s");
         assert_eq!(instance.breaker_cell(None), "open");
+    }
+
+    #[test]
+    fn the_shared_state_line_says_where_state_lives_and_why_it_is_not_shared() {
+        use echelon_application::shared_state::SharingSnapshot;
+        use echelon_domain::shared::{FailMode, SharingMode};
+
+        assert_eq!(
+            SharedStateDto::of(None).line(),
+            "shared state: memory (limits, cooldowns and breakers apply to this process only)"
+        );
+        let mut snapshot = SharingSnapshot {
+            mode: SharingMode::Shared,
+            fail_mode: FailMode::Closed,
+            replicas: 3,
+            syncs: 40,
+            failures: 0,
+            fallbacks: 0,
+            last_error: None,
+        };
+        assert_eq!(
+            SharedStateDto::of(Some(&snapshot)).line(),
+            "shared state: redis, shared with the other replicas; 3 replicas, fail mode closed, 0 failed syncs"
+        );
+        snapshot.mode = SharingMode::Fallback;
+        snapshot.failures = 2;
+        snapshot.last_error = Some("timed out after 200ms".into());
+        let dto = SharedStateDto::of(Some(&snapshot));
+        assert_eq!(
+            dto.line(),
+            "shared state: redis, falling back to local state (Redis unreachable: timed out after 200ms); 3 replicas, fail mode closed, 2 failed syncs"
+        );
+        // The wire form reads back, and a newer gateway's mode does not break an older reader.
+        let json = serde_json::to_value(&dto).unwrap();
+        assert_eq!(json["mode"], "fallback");
+        assert_eq!(json["fail_mode"], "closed");
+        assert_eq!(serde_json::from_value::<SharedStateDto>(json).unwrap(), dto);
+        let newer: SharedStateDto =
+            serde_json::from_str(r#"{"backend":"redis","mode":"draining","fail_mode":"open"}"#)
+                .unwrap();
+        assert_eq!(newer.mode, SharingModeDto::Other);
+        assert!(
+            newer.line().contains("a mode this echelon does not know"),
+            "{}",
+            newer.line()
+        );
     }
 }

@@ -19,6 +19,7 @@ use crate::api::status::StatusParts;
 use crate::api::{AlertsDto, ExplanationDto, GroupDto, PoolDto, ReloadDto, StatusDto};
 use crate::auth::Access;
 use echelon_application::history::DEFAULT_HISTORY;
+use echelon_application::shared_state::SharingStatus;
 
 /// The admin routes, to be nested under `/admin`.
 pub fn router() -> Router<Arc<AppState>> {
@@ -90,6 +91,7 @@ async fn status(_: Admin, State(state): State<Arc<AppState>>) -> Response {
         table: &state.gateway.snapshot(),
         history: &state.history.latest(DEFAULT_HISTORY),
         probes: &probes,
+        sharing: state.sharing.as_deref().map(SharingStatus::snapshot),
     }))
     .into_response()
 }

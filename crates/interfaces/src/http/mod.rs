@@ -12,6 +12,7 @@ pub mod error;
 pub mod server;
 pub mod ui;
 
+use echelon_application::shared_state::SharingStatus;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub history: Arc<EventHistory>,
     /// Health checker and alert engine, when running.
     pub operations: Arc<Operations>,
+    /// The shared state sync's status (`None`: `[state] backend = "memory"`).
+    pub sharing: Option<Arc<SharingStatus>>,
     /// Largest accepted request body.
     pub max_body_size: u64,
     /// Set once shutdown begins: readiness fails and new requests are refused.
@@ -213,6 +216,7 @@ pub fn start(
         metrics: Arc::clone(&components.metrics),
         history: Arc::clone(&components.history),
         operations: Arc::clone(&components.operations),
+        sharing: components.sharing.as_ref().map(|sync| sync.status()),
         max_body_size: options.max_body_size,
         draining: AtomicBool::new(false),
         stop_streams: stop_rx,

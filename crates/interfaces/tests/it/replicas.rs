@@ -258,6 +258,34 @@ async fn three_replicas_share_limits_cooldowns_and_survive_a_paused_redis() {
     );
     wait_for_mode(&client, &replicas, "fallback", Duration::from_secs(10)).await;
     assert_eq!(chat(&client, replicas[2].addr, "up/free").await, 200);
+    // The mode is in the admin API and in `echelon status`.
+    let status: serde_json::Value = serde_json::from_str(
+        &client
+            .get(format!("http://{}/admin/status", replicas[0].addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["shared_state"]["backend"], "redis", "{status}");
+    assert_eq!(status["shared_state"]["mode"], "fallback", "{status}");
+    let url = format!("http://{}", replicas[0].addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_echelon"))
+            .args(["status", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("shared state: redis, falling back to local state"),
+        "{text}"
+    );
 
     // 4. Redis resumed: sharing is back within 30 s, and with it the fleet's cooldowns.
     redis.resume();

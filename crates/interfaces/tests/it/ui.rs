@@ -399,6 +399,11 @@ async fn status_page_renders_the_live_state_of_a_running_gateway() {
         r#"data-generation="1""#,
         "the configuration generation",
     );
+    assert_shows(
+        &dom,
+        r#"data-shared-state="memory""#,
+        "the shared state mode",
+    );
     assert_shows(&dom, r#"data-pool="pool:main""#, "the pool");
     assert_shows(
         &dom,
